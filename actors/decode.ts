@@ -1,0 +1,130 @@
+import { decodeEventBatch } from "../proto/codec.js";
+import type { Reject, TelemetryEvent, ValidationLimits } from "./event.js";
+
+export interface Decoded {
+  events: TelemetryEvent[];
+  rejects: Reject[];
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Turns one message from `telemetry.<source>.<kind>` into valid events and rejects. A batch is
+ * judged event by event: one bad element is rejected alone, with its own bytes, and the rest
+ * goes on. Never throws on any input.
+ */
+export function decodePayload(
+  payload: Uint8Array,
+  source: string,
+  kind: string,
+  protobuf: boolean,
+  now: number,
+  limits: ValidationLimits,
+): Decoded {
+  if (payload.byteLength > limits.maxPayloadBytes) {
+    return reject("oversized", `payload of ${payload.byteLength} bytes exceeds ${limits.maxPayloadBytes}`, payload);
+  }
+  if (protobuf) return decodeProtobuf(payload, source, kind, now, limits);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(decoder.decode(payload));
+  } catch (e) {
+    return reject("invalid_json", (e as Error).message, payload);
+  }
+  const items = Array.isArray(doc) ? doc : [doc];
+  const out: Decoded = { events: [], rejects: [] };
+  for (const item of items) {
+    const result = validateEvent(item, source, kind, now, limits);
+    if ("reason" in result) {
+      out.rejects.push({ ...result, raw: items.length === 1 && !Array.isArray(doc) ? payload : encoder.encode(JSON.stringify(item)) });
+    } else {
+      out.events.push(result);
+    }
+  }
+  return out;
+}
+
+function decodeProtobuf(payload: Uint8Array, source: string, kind: string, now: number, limits: ValidationLimits): Decoded {
+  let batch: TelemetryEvent[];
+  try {
+    batch = decodeEventBatch(payload, { source, kind });
+  } catch (e) {
+    return reject("invalid_protobuf", (e as Error).message, payload);
+  }
+  const out: Decoded = { events: [], rejects: [] };
+  for (const event of batch) {
+    const problem = checkEvent(event, now, limits);
+    if (problem) out.rejects.push({ ...problem, raw: encoder.encode(JSON.stringify(event)) });
+    else out.events.push(event);
+  }
+  return out;
+}
+
+type Problem = Omit<Reject, "raw">;
+
+/** Validates one JSON event against the public contract (README, "Event"). */
+export function validateEvent(
+  item: unknown,
+  source: string,
+  kind: string,
+  now: number,
+  limits: ValidationLimits,
+): TelemetryEvent | Problem {
+  if (!item || typeof item !== "object" || Array.isArray(item)) {
+    return { reason: "not_an_object", detail: "an event must be a JSON object" };
+  }
+  const raw = item as Record<string, unknown>;
+  const id = typeof raw.id === "number" ? String(raw.id) : raw.id;
+  if (typeof id !== "string" || id.length === 0 || id.length > 256) {
+    return { reason: "missing_id", detail: '"id" must be a non-empty string of at most 256 characters' };
+  }
+  if (raw.ts === undefined || raw.ts === null) return { reason: "missing_ts", detail: '"ts" is required' };
+  const ts = typeof raw.ts === "string" ? Date.parse(raw.ts) : raw.ts;
+  if (typeof ts !== "number" || !Number.isFinite(ts) || ts < 0) {
+    return { reason: "bad_ts", detail: '"ts" must be ms since the epoch or an ISO-8601 string' };
+  }
+  const tags = raw.tags ?? {};
+  if (typeof tags !== "object" || Array.isArray(tags) || !Object.values(tags).every((v) => typeof v === "string")) {
+    return { reason: "bad_tags", detail: '"tags" must be an object of string values' };
+  }
+  const values = raw.values ?? {};
+  if (
+    typeof values !== "object" ||
+    Array.isArray(values) ||
+    !Object.values(values).every((v) => typeof v === "number" && Number.isFinite(v))
+  ) {
+    return { reason: "bad_values", detail: '"values" must be an object of finite numbers' };
+  }
+  const event: TelemetryEvent = {
+    id,
+    ts: Math.floor(ts),
+    source,
+    kind,
+    tags: tags as Record<string, string>,
+    values: values as Record<string, number>,
+  };
+  return checkEvent(event, now, limits) ?? event;
+}
+
+/** Limits that apply whatever the encoding. */
+function checkEvent(event: TelemetryEvent, now: number, limits: ValidationLimits): Problem | undefined {
+  if (!event.id) return { reason: "missing_id", detail: "event without an id" };
+  if (event.ts > now + limits.maxFutureMs) {
+    return { reason: "future_ts", detail: `ts ${new Date(event.ts).toISOString()} is more than ${limits.maxFutureMs} ms ahead of the node clock` };
+  }
+  if (Object.keys(event.tags).length > limits.maxTags) {
+    return { reason: "too_many_tags", detail: `more than ${limits.maxTags} tags` };
+  }
+  for (const v of Object.values(event.values)) {
+    if (!Number.isFinite(v)) return { reason: "bad_values", detail: "values must be finite numbers" };
+  }
+  if (Object.keys(event.values).length > limits.maxValues) {
+    return { reason: "bad_values", detail: `more than ${limits.maxValues} values` };
+  }
+  return undefined;
+}
+
+function reject(reason: Reject["reason"], detail: string, raw: Uint8Array): Decoded {
+  return { events: [], rejects: [{ reason, detail, raw }] };
+}

@@ -1,0 +1,91 @@
+import { parse as parseYaml } from "yaml";
+import { basicAggregateNames, type AggregateName } from "./aggregates.js";
+import { parseDuration } from "./durations.js";
+import { parseWindow, type WindowSpec } from "./windows.js";
+
+/** A metric definition: which events it takes, how it groups them, what it computes, over which windows. */
+export interface MetricRule {
+  readonly name: string;
+  /** Events of this kind (the `<kind>` token of `telemetry.<source>.<kind>`); `*` takes all kinds. */
+  readonly kind: string;
+  /** The event value aggregated by sum/min/max/avg; events without it do not match. Not needed for count alone. */
+  readonly value?: string;
+  /** Tag names (or `source`) whose values make up the dimensions of a series. */
+  readonly groupBy: readonly string[];
+  /** Only events whose tags equal these values. */
+  readonly where: Readonly<Record<string, string>>;
+  readonly aggregates: readonly AggregateName[];
+  readonly windows: readonly WindowSpec[];
+  /** How long after a window's end (in event time) it stays provisional before it is final. */
+  readonly latenessMs: number;
+}
+
+export const ruleDefaults = { window: "1m", lateness: "1m" } as const;
+
+const metricName = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Parses a rules file (YAML or JSON): `{"metrics": [ ... ]}`. Throws with the rule and field at fault. */
+export function parseRules(text: string): MetricRule[] {
+  const doc = parseYaml(text) as unknown;
+  if (!doc || typeof doc !== "object" || !Array.isArray((doc as { metrics?: unknown }).metrics)) {
+    throw new Error('rules: expected an object with a "metrics" array');
+  }
+  const rules = (doc as { metrics: unknown[] }).metrics.map((m, i) => parseRule(m, i));
+  const seen = new Set<string>();
+  for (const rule of rules) {
+    if (seen.has(rule.name)) throw new Error(`rules: metric "${rule.name}" is defined twice`);
+    seen.add(rule.name);
+  }
+  return rules;
+}
+
+export function parseRule(input: unknown, index = 0): MetricRule {
+  const where = `rules: metric #${index + 1}`;
+  if (!input || typeof input !== "object") throw new Error(`${where}: expected an object`);
+  const m = input as Record<string, unknown>;
+  const name = m.name;
+  if (typeof name !== "string" || !metricName.test(name)) {
+    throw new Error(`${where}: "name" must be 1-64 letters, digits, _ or -`);
+  }
+  const at = `rules: metric "${name}"`;
+  const kind = m.kind ?? "*";
+  if (typeof kind !== "string" || kind.length === 0) throw new Error(`${at}: "kind" must be a string`);
+  const value = m.value;
+  if (value !== undefined && typeof value !== "string") throw new Error(`${at}: "value" must be a string`);
+  const groupBy = m.groupBy ?? [];
+  if (!Array.isArray(groupBy) || !groupBy.every((g) => typeof g === "string")) {
+    throw new Error(`${at}: "groupBy" must be a list of tag names`);
+  }
+  const filter = m.where ?? {};
+  if (typeof filter !== "object" || Array.isArray(filter) || !Object.values(filter).every((v) => typeof v === "string")) {
+    throw new Error(`${at}: "where" must map tag names to values`);
+  }
+  const aggregates = m.aggregates ?? ["count"];
+  if (!Array.isArray(aggregates) || aggregates.length === 0) throw new Error(`${at}: "aggregates" must be a non-empty list`);
+  for (const a of aggregates) {
+    if (!basicAggregateNames.includes(a)) {
+      throw new Error(`${at}: unknown aggregate ${JSON.stringify(a)} (known: ${basicAggregateNames.join(", ")})`);
+    }
+    if (a !== "count" && value === undefined) throw new Error(`${at}: aggregate "${a}" needs a "value"`);
+  }
+  const windowInput = m.windows ?? [m.window ?? ruleDefaults.window];
+  if (!Array.isArray(windowInput) || windowInput.length === 0) throw new Error(`${at}: "windows" must be a non-empty list`);
+  let windows: WindowSpec[];
+  let latenessMs: number;
+  try {
+    windows = windowInput.map(parseWindow);
+    latenessMs = parseDuration((m.lateness as string | undefined) ?? ruleDefaults.lateness);
+  } catch (e) {
+    throw new Error(`${at}: ${(e as Error).message}`);
+  }
+  return {
+    name,
+    kind,
+    value,
+    groupBy: groupBy as string[],
+    where: filter as Record<string, string>,
+    aggregates: aggregates as AggregateName[],
+    windows,
+    latenessMs,
+  };
+}

@@ -1,0 +1,166 @@
+import type { Actor, ActorContext, ActorKind } from "../runtime/actor.js";
+import { aggValues, basicAggregateNames, emptyAgg, mergeAgg, type BasicAgg } from "./aggregates.js";
+import type { WindowPartial } from "./router.js";
+import type { MetricRule } from "./rules.js";
+import type { ResultStatus, WindowResult } from "./window-result.js";
+
+export type WindowMessage =
+  /** Events combined by a router; `watermark` is the shard's event-time watermark on arrival. */
+  | { type: "partial"; partial: WindowPartial; watermark: number }
+  /** The watermark passed this window's end + allowed lateness (an event-time timer fired). */
+  | { type: "fire"; watermark: number }
+  /** The provisional/correction throttle elapsed (a processing-time timer). */
+  | { type: "emit" };
+
+export interface WindowActorEnv {
+  rule(metric: string): MetricRule | undefined;
+  emit(result: WindowResult): void;
+  /** Minimum spacing of provisional results and of corrections. */
+  emitIntervalMs: number;
+  now(): number;
+}
+
+interface WindowState {
+  metric: string;
+  window: string;
+  start: number;
+  end: number;
+  dims: Record<string, string>;
+  agg: BasicAgg;
+  status: ResultStatus | "open";
+  revision: number;
+  lateCount: number;
+  watermark: number;
+}
+
+/**
+ * One window of one series: merges partials, emits provisional results (throttled, only on
+ * change) while open, a final result when its event-time timer fires, and a correction for late
+ * partials after that. It passivates once final, and is reactivated from its snapshot by a late
+ * partial.
+ */
+export class WindowActor implements Actor<WindowMessage> {
+  private changed = false;
+  private emitPending = false;
+  private lastEmitAt = -Infinity;
+
+  constructor(
+    private readonly key: string,
+    private state: WindowState | undefined,
+    private readonly env: WindowActorEnv,
+  ) {}
+
+  receive(message: WindowMessage, ctx: ActorContext<WindowMessage>): void {
+    switch (message.type) {
+      case "partial":
+        return this.onPartial(message.partial, message.watermark, ctx);
+      case "fire":
+        return this.onFire(message.watermark, ctx);
+      case "emit":
+        this.emitPending = false;
+        if (this.changed) this.publish(ctx);
+        return;
+    }
+  }
+
+  snapshot(): Uint8Array | undefined {
+    if (!this.state) return undefined;
+    const { agg, ...rest } = this.state;
+    const stored = { ...rest, agg: agg.count ? agg : { count: 0, sum: 0 } };
+    return Buffer.from(JSON.stringify(stored));
+  }
+
+  private onPartial(partial: WindowPartial, watermark: number, ctx: ActorContext<WindowMessage>) {
+    const state = (this.state ??= {
+      metric: partial.metric,
+      window: partial.window,
+      start: partial.start,
+      end: partial.end,
+      dims: partial.dims,
+      agg: emptyAgg(),
+      status: "open",
+      revision: 0,
+      lateCount: 0,
+      watermark,
+    });
+    state.watermark = Math.max(state.watermark, watermark);
+    mergeAgg(state.agg, partial.agg);
+    const closesAt = state.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
+    if (state.status === "open" && state.watermark >= closesAt) {
+      // The whole window arrived after its time: it becomes final at once, all of it late.
+      state.lateCount += partial.agg.count;
+      return this.finalize(ctx);
+    }
+    if (state.status !== "open") state.lateCount += partial.agg.count;
+    this.changed = true;
+    if (this.emitPending) return;
+    const wait = this.lastEmitAt + this.env.emitIntervalMs - this.env.now();
+    if (wait <= 0) return this.publish(ctx);
+    this.emitPending = true;
+    ctx.setTimer("emit", wait, { type: "emit" });
+  }
+
+  private onFire(watermark: number, ctx: ActorContext<WindowMessage>) {
+    if (!this.state || this.state.status !== "open") return;
+    this.state.watermark = Math.max(this.state.watermark, watermark);
+    this.finalize(ctx);
+  }
+
+  private finalize(ctx: ActorContext<WindowMessage>) {
+    this.state!.status = "final";
+    this.state!.revision = 1;
+    this.emitPending = false;
+    ctx.cancelTimer("emit");
+    this.send();
+    ctx.passivate();
+  }
+
+  /** A provisional update while open; a correction (next revision) once final. */
+  private publish(ctx: ActorContext<WindowMessage>) {
+    const state = this.state!;
+    if (state.status !== "open") {
+      state.status = "corrected";
+      state.revision++;
+    }
+    this.send();
+    if (state.status === "corrected") ctx.passivate();
+  }
+
+  private send() {
+    const state = this.state!;
+    this.changed = false;
+    this.lastEmitAt = this.env.now();
+    const rule = this.env.rule(state.metric);
+    this.env.emit({
+      key: this.key,
+      metric: state.metric,
+      window: state.window,
+      start: state.start,
+      end: state.end,
+      dims: state.dims,
+      status: state.status === "open" ? "provisional" : state.status,
+      revision: state.revision,
+      eventCount: state.agg.count,
+      lateCount: state.lateCount,
+      watermark: state.watermark,
+      values: aggValues(state.agg, rule?.aggregates ?? basicAggregateNames),
+    });
+  }
+}
+
+export function windowActorKind(env: WindowActorEnv): ActorKind<WindowMessage> {
+  return {
+    name: "window",
+    create: (key, stored) => new WindowActor(key, stored ? decodeState(stored) : undefined, env),
+  };
+}
+
+function decodeState(bytes: Uint8Array): WindowState {
+  const s = JSON.parse(Buffer.from(bytes).toString()) as WindowState & { agg: Partial<BasicAgg> };
+  const agg = emptyAgg();
+  agg.count = s.agg.count ?? 0;
+  agg.sum = s.agg.sum ?? 0;
+  if (typeof s.agg.min === "number") agg.min = s.agg.min;
+  if (typeof s.agg.max === "number") agg.max = s.agg.max;
+  return { ...s, agg };
+}

@@ -1,0 +1,24 @@
+/** The lifecycle of a window's result (README, "Results"). */
+export type ResultStatus = "provisional" | "final" | "corrected";
+
+/** What a window actor emits; sinks keep the latest by `(key, revision)`. */
+export interface WindowResult {
+  /** The window actor's key: stable identity of (metric, window, start, dims). */
+  key: string;
+  metric: string;
+  /** The window id from the rule: `1m`, `10s`, `5m/30s`. */
+  window: string;
+  start: number;
+  end: number;
+  dims: Record<string, string>;
+  status: ResultStatus;
+  /** 0 while provisional, 1 when final, +1 for every correction after that. */
+  revision: number;
+  /** Events aggregated into this window so far. */
+  eventCount: number;
+  /** Of those, how many arrived after the window was final. */
+  lateCount: number;
+  /** The event-time watermark this result was computed under (ms). */
+  watermark: number;
+  values: Record<string, number | null>;
+}

@@ -1,0 +1,149 @@
+import { parseArgs } from "node:util";
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { natsConfig, startNatsServer, type NatsServer } from "../node/nats-server.js";
+import { nodeDefaults } from "../node/tally-node.js";
+import { runSimulator } from "../sim/publish.js";
+import { loadRules, parsePort, UsageError } from "./args.js";
+import { runNode } from "./run-node.js";
+
+const usage = `tally: real-time event-time aggregation on NATS
+
+  tally up [--nats URL] [--http PORT] [--data DIR] [--rules FILE] [--no-sim] [--robots N]
+      everything on one machine: a local nats-server (unless --nats), one node,
+      the robot-fleet simulator (unless --no-sim) and the dashboard
+  tally node --nats URL --data DIR [--http PORT] [--rules FILE]
+      one node of a cluster
+  tally simulate --nats URL [--robots N] [--interval MS] [--batch]
+      the robot-fleet simulator
+  tally nats-config [--port N] [--store DIR]
+      a nats-server config with the subject mapping Tally needs
+`;
+
+const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, "nats-config": printNatsConfig };
+
+async function main() {
+  const [command, ...args] = process.argv.slice(2);
+  const run = command ? commands[command] : undefined;
+  if (!run) {
+    process.stdout.write(usage);
+    process.exitCode = command && command !== "help" && command !== "--help" ? 2 : 0;
+    return;
+  }
+  try {
+    await run(args);
+  } catch (e) {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`tally ${command}: ${(e as Error).message}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+async function up(args: string[]) {
+  const { values } = parseArgs({
+    args,
+    options: {
+      nats: { type: "string" },
+      http: { type: "string" },
+      data: { type: "string" },
+      rules: { type: "string" },
+      "no-sim": { type: "boolean" },
+      robots: { type: "string" },
+    },
+  });
+  const dataDir = resolve(values.data ?? "data");
+  const rules = loadRules(values.rules);
+  const httpPort = parsePort(values.http, 8080, "http");
+  mkdirSync(dataDir, { recursive: true });
+  let server: NatsServer | undefined;
+  let natsUrl = values.nats;
+  if (!natsUrl) {
+    server = await startNatsServer({ dir: join(dataDir, "nats"), port: 4222, partitions: nodeDefaults.partitions }).catch(() =>
+      startNatsServer({ dir: join(dataDir, "nats"), partitions: nodeDefaults.partitions }),
+    );
+    natsUrl = server.url;
+  }
+  const running = await runNode({ natsUrl, dataDir: join(dataDir, "node"), rules }, httpPort);
+  let sim: ReturnType<typeof runSimulator> | undefined;
+  let simConnection: Awaited<ReturnType<typeof connect>> | undefined;
+  if (!values["no-sim"]) {
+    simConnection = await connect({ servers: natsUrl, name: "tally-simulator" });
+    sim = runSimulator({ nc: simConnection, robots: values.robots ? Number(values.robots) : 1000 });
+  }
+  console.log(`Tally is up.
+  dashboard  http://127.0.0.1:${running.http.port}/
+  query      http://127.0.0.1:${running.http.port}/v1/metrics/errors
+  NATS       ${natsUrl}${server ? ` (local server, data in ${join(dataDir, "nats")})` : ""}
+  simulator  ${sim ? `${values.robots ?? 1000} robots` : "off"}
+Ctrl-C stops everything.`);
+  await untilSignal(async () => {
+    await sim?.stop();
+    await simConnection?.close();
+    await running.stop();
+    await server?.stop();
+  });
+}
+
+async function node(args: string[]) {
+  const { values } = parseArgs({
+    args,
+    options: { nats: { type: "string" }, data: { type: "string" }, http: { type: "string" }, rules: { type: "string" } },
+  });
+  if (!values.nats || !values.data) throw new UsageError("--nats URL and --data DIR are required");
+  const running = await runNode(
+    { natsUrl: values.nats, dataDir: resolve(values.data), rules: loadRules(values.rules) },
+    parsePort(values.http, 8080, "http"),
+  );
+  console.log(`tally node ${running.node.id} ready: http://127.0.0.1:${running.http.port}/ (NATS ${values.nats})`);
+  await untilSignal(() => running.stop());
+}
+
+async function simulate(args: string[]) {
+  const { values } = parseArgs({
+    args,
+    options: { nats: { type: "string" }, robots: { type: "string" }, interval: { type: "string" }, batch: { type: "boolean" } },
+  });
+  if (!values.nats) throw new UsageError("--nats URL is required");
+  const nc = await connect({ servers: values.nats, name: "tally-simulator" });
+  const robots = values.robots ? Number(values.robots) : 1000;
+  const sim = runSimulator({ nc, robots, intervalMs: values.interval ? Number(values.interval) : undefined, batch: values.batch });
+  console.log(`simulating ${robots} robots on ${values.nats}; Ctrl-C stops`);
+  await untilSignal(async () => {
+    await sim.stop();
+    await nc.close();
+    console.log(`published ${sim.published()} events`);
+  });
+}
+
+async function printNatsConfig(args: string[]) {
+  const { values } = parseArgs({ args, options: { port: { type: "string" }, store: { type: "string" } } });
+  process.stdout.write(
+    natsConfig({ port: parsePort(values.port, 4222, "port"), storeDir: values.store ?? "./data/nats/jetstream", partitions: nodeDefaults.partitions }) + "\n",
+  );
+}
+
+/** Runs `shutdown` once on SIGINT/SIGTERM, then exits; a second signal exits at once. */
+function untilSignal(shutdown: () => Promise<void>): Promise<never> {
+  return new Promise(() => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) process.exit(130);
+      stopping = true;
+      console.log(`\n${signal}: stopping…`);
+      shutdown().then(
+        () => process.exit(0),
+        (e) => {
+          console.error(e);
+          process.exit(1);
+        },
+      );
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}
+
+await main();

@@ -1,0 +1,217 @@
+import { createReadStream } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { WebSocketServer, type WebSocket } from "ws";
+import type { MetricRule } from "../actors/rules.js";
+import type { WindowResult } from "../actors/window-result.js";
+import type { ResultQuery } from "../node/results-store.js";
+import { toPoint } from "./points.js";
+
+/** What the HTTP edge needs from a node. The edge stays thin: parse, call, serialize. */
+export interface NodeApi {
+  readonly isReady: boolean;
+  readonly metricRules: readonly MetricRule[];
+  query(q: ResultQuery): Promise<WindowResult[]>;
+  onResult(listener: (result: WindowResult) => void): () => void;
+  publishEvents(events: { source: string; kind: string; body: unknown }[]): Promise<void>;
+  status(): unknown;
+}
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const staticFiles: Record<string, [file: string, type: string]> = {
+  "/": [join(root, "dashboard", "index.html"), "text/html; charset=utf-8"],
+  "/dashboard.js": [join(root, "dashboard", "dashboard.js"), "text/javascript; charset=utf-8"],
+  "/uplot.js": [join(root, "node_modules", "uplot", "dist", "uPlot.iife.min.js"), "text/javascript; charset=utf-8"],
+  "/uplot.css": [join(root, "node_modules", "uplot", "dist", "uPlot.min.css"), "text/css; charset=utf-8"],
+};
+
+const maxBodyBytes = 8 << 20;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface HttpEdge {
+  server: Server;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Serves the query API, event ingestion, the result WebSocket and the dashboard. */
+export async function startHttp(node: NodeApi, port: number, host = "127.0.0.1"): Promise<HttpEdge> {
+  const server = createServer((req, res) => {
+    handle(node, req, res).catch((e: unknown) => {
+      const status = e instanceof HttpError ? e.status : 500;
+      if (status === 500) console.error("http:", e);
+      if (!res.headersSent) json(res, status, { error: (e as Error).message });
+      else res.end();
+    });
+  });
+  const sockets = new WebSocketServer({ noServer: true, maxPayload: 64 << 10 });
+  server.on("upgrade", (req, socket, head) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    if (url.pathname !== "/v1/subscribe") return socket.destroy();
+    sockets.handleUpgrade(req, socket, head, (ws) => subscribe(node, ws, url.searchParams));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address();
+  return {
+    server,
+    port: typeof address === "object" && address ? address.port : port,
+    async close() {
+      for (const ws of sockets.clients) ws.terminate();
+      sockets.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function handle(node: NodeApi, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? "/", "http://x");
+  const path = url.pathname;
+  if (req.method === "GET" && path === "/healthz") {
+    return json(res, node.isReady ? 200 : 503, { status: node.isReady ? "ok" : "starting" });
+  }
+  if (req.method === "GET" && path === "/v1/status") return json(res, 200, node.status());
+  if (req.method === "GET" && path === "/v1/metrics") {
+    return json(res, 200, { metrics: node.metricRules.map(describeRule) });
+  }
+  const metricPath = /^\/v1\/metrics\/([^/]+)$/.exec(path);
+  if (req.method === "GET" && metricPath) return json(res, 200, await queryMetric(node, decodeURIComponent(metricPath[1]!), url.searchParams));
+  if (req.method === "POST" && path === "/v1/events") return json(res, 202, await postEvents(node, req));
+  const file = staticFiles[path];
+  if (req.method === "GET" && file) {
+    res.writeHead(200, { "Content-Type": file[1], "Cache-Control": "no-cache" });
+    createReadStream(file[0]).on("error", () => res.end()).pipe(res);
+    return;
+  }
+  throw new HttpError(404, `no route for ${req.method} ${path}`);
+}
+
+function describeRule(rule: MetricRule) {
+  return {
+    name: rule.name,
+    kind: rule.kind,
+    value: rule.value ?? null,
+    groupBy: rule.groupBy,
+    where: rule.where,
+    aggregates: rule.aggregates,
+    windows: rule.windows.map((w) => w.id),
+    lateness: rule.latenessMs,
+  };
+}
+
+async function queryMetric(node: NodeApi, name: string, params: URLSearchParams) {
+  const rule = node.metricRules.find((r) => r.name === name);
+  if (!rule) throw new HttpError(404, `unknown metric "${name}"`);
+  const window = params.get("window") ?? rule.windows[0]!.id;
+  if (!rule.windows.some((w) => w.id === window)) {
+    throw new HttpError(400, `metric "${name}" has no window "${window}" (it has ${rule.windows.map((w) => w.id).join(", ")})`);
+  }
+  const now = Date.now();
+  const from = params.has("from") ? parseTime(params.get("from")!, "from") : now - 3_600_000;
+  const to = params.has("to") ? parseTime(params.get("to")!, "to") : now + 60_000;
+  const where = parseWhere(params.get("where"));
+  const results = await node.query({ metric: name, window, from, to, where });
+  return { metric: name, window, points: results.map(toPoint) };
+}
+
+function parseTime(text: string, name: string): number {
+  const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
+  if (!Number.isFinite(ms)) throw new HttpError(400, `"${name}" must be ms since the epoch or ISO-8601, not ${JSON.stringify(text)}`);
+  return ms;
+}
+
+/** `where=site:berlin,code:E101` */
+function parseWhere(text: string | null): Record<string, string> {
+  const where: Record<string, string> = {};
+  if (!text) return where;
+  for (const pair of text.split(",")) {
+    const i = pair.indexOf(":");
+    if (i <= 0) throw new HttpError(400, `"where" takes tag:value pairs separated by commas, not ${JSON.stringify(pair)}`);
+    where[pair.slice(0, i)] = pair.slice(i + 1);
+  }
+  return where;
+}
+
+const token = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** Body: one event or an array; each names its `source` and `kind` (or `?source=&kind=` for all). */
+async function postEvents(node: NodeApi, req: IncomingMessage) {
+  const url = new URL(req.url ?? "/", "http://x");
+  const body = await readBody(req);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(body);
+  } catch (e) {
+    throw new HttpError(400, `body is not JSON: ${(e as Error).message}`);
+  }
+  const items = Array.isArray(doc) ? doc : [doc];
+  const out: { source: string; kind: string; body: unknown }[] = [];
+  for (const item of items) {
+    const { source = url.searchParams.get("source"), kind = url.searchParams.get("kind"), ...event } = (item ?? {}) as Record<string, unknown>;
+    if (typeof source !== "string" || !token.test(source) || typeof kind !== "string" || !token.test(kind)) {
+      throw new HttpError(400, 'every event needs "source" and "kind" (letters, digits, _ or -), in the event or as query parameters');
+    }
+    out.push({ source, kind, body: event });
+  }
+  await node.publishEvents(out);
+  return { accepted: out.length };
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBodyBytes) {
+        reject(new HttpError(413, `body larger than ${maxBodyBytes} bytes`));
+        req.destroy();
+      } else chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks).toString()));
+    req.on("error", reject);
+  });
+}
+
+/** `/v1/subscribe?metric=NAME[&window=1m][&where=tag:value,…]`: every stored result update, as JSON. */
+function subscribe(node: NodeApi, ws: WebSocket, params: URLSearchParams) {
+  const metric = params.get("metric");
+  const window = params.get("window");
+  let where: Record<string, string>;
+  try {
+    where = parseWhere(params.get("where"));
+  } catch (e) {
+    ws.close(1008, (e as Error).message.slice(0, 120));
+    return;
+  }
+  const unsubscribe = node.onResult((result) => {
+    if (metric && result.metric !== metric) return;
+    if (window && result.window !== window) return;
+    for (const k in where) if (result.dims[k] !== where[k]) return;
+    // A client that cannot keep up is cut off rather than buffered without bound.
+    if (ws.bufferedAmount > 8 << 20) return ws.terminate();
+    ws.send(JSON.stringify({ type: "result", metric: result.metric, window: result.window, point: toPoint(result) }));
+  });
+  ws.on("close", unsubscribe);
+  ws.on("error", unsubscribe);
+  ws.on("message", () => {}); // clients have nothing to say yet; ignore rather than fail
+  ws.send(JSON.stringify({ type: "subscribed", metric, window, where }));
+}
+
+function json(res: ServerResponse, status: number, body: unknown) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -1,0 +1,28 @@
+import type { WindowPartial } from "../actors/router.js";
+import type { PartitionMark } from "../actors/window-shard.js";
+
+/**
+ * What travels on a shard's mailbox subject: the partials of one router batch, or the
+ * watermarks of a node's partitions. Both are in-band, so a shard sees a partition's watermark
+ * only after every partial that contributed to it.
+ */
+export type MailboxMessage =
+  | { type: "partials"; partition: number; partials: WindowPartial[] }
+  | { type: "marks"; marks: [partition: number, PartitionMark][] };
+
+/** JSON for now (partials always hold at least one value, so no infinities); binary is a later step. */
+export function encodeMailbox(message: MailboxMessage): Uint8Array {
+  if (message.type === "partials") return Buffer.from(JSON.stringify(message));
+  // -Infinity (no event seen yet) is not JSON: it travels as null.
+  const marks = message.marks.map(([p, m]) => [p, Number.isFinite(m.watermark) ? m.watermark : null, m.idle]);
+  return Buffer.from(JSON.stringify({ type: "marks", marks }));
+}
+
+export function decodeMailbox(bytes: Uint8Array): MailboxMessage {
+  const message = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString());
+  if (message.type === "partials") return message as MailboxMessage;
+  return {
+    type: "marks",
+    marks: (message.marks as [number, number | null, boolean][]).map(([p, wm, idle]) => [p, { watermark: wm ?? -Infinity, idle }]),
+  };
+}

@@ -1,0 +1,54 @@
+import type { WindowResult } from "../actors/window-result.js";
+import type { StateStore } from "../runtime/state-store.js";
+
+export interface ResultQuery {
+  metric: string;
+  window: string;
+  /** Window starts in [from, to). */
+  from: number;
+  to: number;
+  /** Only series whose dimensions have these values. */
+  where: Record<string, string>;
+}
+
+/**
+ * The latest result of every window this node has seen on the results stream, in RocksDB.
+ * Idempotent by (window key, revision): a result never replaces a higher revision, so replays
+ * and duplicates are harmless. Every node keeps all of it, so any node answers for the cluster.
+ */
+export class ResultsStore {
+  constructor(private readonly store: StateStore) {}
+
+  /** Stores `result` unless a later revision is already there. True if stored. */
+  async put(result: WindowResult): Promise<boolean> {
+    const key = storageKey(result.metric, result.window, result.start, JSON.stringify(result.dims));
+    const existing = await this.store.get(key);
+    if (existing && (JSON.parse(Buffer.from(existing).toString()) as WindowResult).revision > result.revision) return false;
+    await this.store.write([[key, Buffer.from(JSON.stringify(result))]]);
+    return true;
+  }
+
+  async query(q: ResultQuery): Promise<WindowResult[]> {
+    const prefix = `result/${q.metric}/${q.window}/`;
+    const out: WindowResult[] = [];
+    for await (const [, value] of this.store.scan(prefix + pad(Math.max(0, q.from)), prefix + pad(Math.max(0, q.to)))) {
+      const result = JSON.parse(Buffer.from(value).toString()) as WindowResult;
+      if (matches(result.dims, q.where)) out.push(result);
+    }
+    return out;
+  }
+}
+
+function matches(dims: Record<string, string>, where: Record<string, string>): boolean {
+  for (const k in where) if (dims[k] !== where[k]) return false;
+  return true;
+}
+
+function storageKey(metric: string, window: string, start: number, dimsId: string): string {
+  return `result/${metric}/${window}/${pad(start)}/${dimsId}`;
+}
+
+/** Fixed-width start times sort in time order as strings (good until the year 5138). */
+function pad(ms: number): string {
+  return String(Math.floor(ms)).padStart(14, "0");
+}

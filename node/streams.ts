@@ -1,0 +1,68 @@
+import { AckPolicy, DeliverPolicy, jetstreamManager, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+
+/** Every subject and stream Tally uses, in one place (README, "NATS subjects"). */
+export const subjects = {
+  /** Where robots publish; the server maps it onto `events` with a partition token. */
+  telemetry: (source: string, kind: string) => `telemetry.${source}.${kind}`,
+  events: (partition: number | "*") => `tally.events.${partition}.>`,
+  mailbox: (shard: number | "*") => `tally.mailbox.${shard}`,
+  results: (metric: string, window: string) => `results.${metric}.${window}`,
+  dlq: (reason: string) => `tally.dlq.${reason}`,
+};
+
+export const streams = {
+  events: "TALLY_EVENTS",
+  mailbox: "TALLY_MAILBOX",
+  results: "TALLY_RESULTS",
+  dlq: "TALLY_DLQ",
+} as const;
+
+const day = 86_400_000;
+const ns = (ms: number) => ms * 1_000_000;
+
+export interface StreamOptions {
+  eventRetentionMs: number;
+  dedupWindowMs: number;
+  replicas: number;
+}
+
+export const defaultStreamOptions: StreamOptions = { eventRetentionMs: 7 * day, dedupWindowMs: 2 * 60_000, replicas: 1 };
+
+/** Creates Tally's streams, or updates them to the wanted limits. Idempotent; every node calls it at start. */
+export async function ensureStreams(nc: NatsConnection, opts: StreamOptions = defaultStreamOptions): Promise<JetStreamManager> {
+  const jsm = await jetstreamManager(nc);
+  const base = { storage: StorageType.File, num_replicas: opts.replicas, retention: RetentionPolicy.Limits };
+  const wanted: (Partial<StreamConfig> & { name: string })[] = [
+    { ...base, name: streams.events, subjects: ["tally.events.>"], max_age: ns(opts.eventRetentionMs), duplicate_window: ns(opts.dedupWindowMs) },
+    { ...base, name: streams.mailbox, subjects: ["tally.mailbox.>"], max_age: ns(1 * day), duplicate_window: ns(opts.dedupWindowMs) },
+    { ...base, name: streams.results, subjects: ["results.>"], max_age: ns(7 * day), duplicate_window: ns(opts.dedupWindowMs) },
+    { ...base, name: streams.dlq, subjects: ["tally.dlq.>"], max_age: ns(30 * day) },
+  ];
+  for (const config of wanted) {
+    try {
+      await jsm.streams.info(config.name);
+      await jsm.streams.update(config.name, config);
+    } catch (e) {
+      if (!/stream not found/i.test(String((e as Error).message))) throw e;
+      await jsm.streams.add(config);
+    }
+  }
+  return jsm;
+}
+
+/** A durable pull consumer, created if missing. Ack-all lets one ack settle a whole batch. */
+export async function ensureConsumer(jsm: JetStreamManager, stream: string, name: string, filter: string): Promise<void> {
+  try {
+    await jsm.consumers.info(stream, name);
+  } catch {
+    await jsm.consumers.add(stream, {
+      durable_name: name,
+      filter_subject: filter,
+      ack_policy: AckPolicy.All,
+      deliver_policy: DeliverPolicy.All,
+      max_ack_pending: 20_000,
+      ack_wait: ns(30_000),
+    });
+  }
+}

@@ -1,0 +1,235 @@
+import { createHash, randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { jetstream, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { defaultLimits, type ValidationLimits } from "../actors/event.js";
+import { Router } from "../actors/router.js";
+import type { MetricRule } from "../actors/rules.js";
+import { windowActorKind, type WindowMessage } from "../actors/window-actor.js";
+import type { WindowResult } from "../actors/window-result.js";
+import { WindowShard } from "../actors/window-shard.js";
+import { ActorSystem } from "../runtime/actor-system.js";
+import { RocksStateStore } from "../runtime/state-store.js";
+import { consumeInBatches, type BatchLoop } from "./batched-consumer.js";
+import { decodeMailbox, encodeMailbox } from "./mailbox-codec.js";
+import { PartitionIngest, type IngestCounters } from "./partition-ingest.js";
+import { ResultsStore, type ResultQuery } from "./results-store.js";
+import { ensureConsumer, ensureStreams, streams, subjects } from "./streams.js";
+
+export interface NodeOptions {
+  natsUrl: string;
+  dataDir: string;
+  rules: MetricRule[];
+  /** Event partitions: must match the server's subject mapping (`tally nats-config`). */
+  partitions?: number;
+  /** Actor shards: fixed for the life of a cluster. */
+  shards?: number;
+  outOfOrdernessMs?: number;
+  idleTimeoutMs?: number;
+  dedupHorizonMs?: number;
+  /** How often partition watermarks are sent to the shards. */
+  watermarkIntervalMs?: number;
+  /** Minimum spacing of a window's provisional results. */
+  emitIntervalMs?: number;
+  /** Passivate window actors idle this long. */
+  actorIdleMs?: number;
+  maxBatch?: number;
+  limits?: ValidationLimits;
+}
+
+export const nodeDefaults = {
+  partitions: 24,
+  shards: 32,
+  outOfOrdernessMs: 2_000,
+  idleTimeoutMs: 5_000,
+  dedupHorizonMs: 10 * 60_000,
+  watermarkIntervalMs: 200,
+  emitIntervalMs: 250,
+  actorIdleMs: 60_000,
+  maxBatch: 1_000,
+};
+
+type ResultListener = (result: WindowResult) => void;
+
+/**
+ * One Tally node: the routers of its event partitions, the window actors of its shards, the
+ * results it publishes and the full results view it keeps for queries. Only this layer talks to
+ * NATS; the actors see messages and an `emit` port.
+ */
+export class TallyNode {
+  readonly id: string;
+  readonly counters: IngestCounters = { messages: 0, events: 0, duplicates: 0, rejected: 0, unmatched: 0 };
+  private readonly settings: Required<Omit<NodeOptions, "natsUrl" | "dataDir" | "rules" | "limits">> & { limits: ValidationLimits };
+  private rules: MetricRule[];
+  private nc!: NatsConnection;
+  private js!: JetStreamClient;
+  private store!: RocksStateStore;
+  private actors!: ActorSystem<WindowMessage>;
+  private router!: Router;
+  private results!: ResultsStore;
+  private readonly shards = new Map<number, WindowShard>();
+  private readonly ingests: PartitionIngest[] = [];
+  private readonly loops: BatchLoop[] = [];
+  private readonly listeners = new Set<ResultListener>();
+  private watermarkTimer?: NodeJS.Timeout;
+  private ready = false;
+
+  constructor(private readonly options: NodeOptions) {
+    this.settings = { ...nodeDefaults, limits: defaultLimits, ...stripUndefined(options) } as TallyNode["settings"];
+    this.rules = options.rules;
+    mkdirSync(options.dataDir, { recursive: true });
+    this.id = nodeIdIn(options.dataDir);
+  }
+
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  get metricRules(): readonly MetricRule[] {
+    return this.rules;
+  }
+
+  async start(): Promise<void> {
+    const s = this.settings;
+    this.nc = await connect({ servers: this.options.natsUrl, name: `tally-${this.id}`, maxReconnectAttempts: -1 });
+    this.js = jetstream(this.nc);
+    const jsm = await ensureStreams(this.nc, { eventRetentionMs: 7 * 86_400_000, dedupWindowMs: 2 * 60_000, replicas: 1 });
+    this.store = await RocksStateStore.open(join(this.options.dataDir, "rocksdb"));
+    this.results = new ResultsStore(this.store);
+    this.actors = new ActorSystem(
+      windowActorKind({
+        rule: (metric) => this.rules.find((r) => r.name === metric),
+        emit: (result) => this.publishResult(result),
+        emitIntervalMs: s.emitIntervalMs,
+        now: Date.now,
+      }),
+      this.store,
+      { idleMs: s.actorIdleMs },
+    );
+    const latenessOf = (metric: string) => this.rules.find((r) => r.name === metric)?.latenessMs ?? 0;
+    for (let shard = 0; shard < s.shards; shard++) this.shards.set(shard, new WindowShard(shard, this.actors, latenessOf));
+    this.router = new Router(this.rules, s.shards);
+
+    // Results first, so nothing emitted below is missed by this node's view.
+    await ensureConsumer(jsm, streams.results, `results-${this.id}`, "results.>");
+    this.loops.push(await this.consume(streams.results, `results-${this.id}`, (batch) => this.storeResults(batch)));
+
+    await ensureConsumer(jsm, streams.mailbox, "shards", "tally.mailbox.>");
+    this.loops.push(await this.consume(streams.mailbox, "shards", (batch) => this.deliver(batch)));
+
+    for (let p = 0; p < s.partitions; p++) {
+      const ingest = new PartitionIngest(p, this.js, this.router, s, this.counters);
+      this.ingests.push(ingest);
+      await ensureConsumer(jsm, streams.events, `router-${p}`, subjects.events(p));
+      this.loops.push(await this.consume(streams.events, `router-${p}`, (batch) => ingest.handle(batch)));
+    }
+    this.watermarkTimer = setInterval(() => void this.sendWatermarks(), s.watermarkIntervalMs);
+    this.ready = true;
+  }
+
+  async stop(): Promise<void> {
+    this.ready = false;
+    clearInterval(this.watermarkTimer);
+    for (const loop of this.loops.reverse()) await loop.stop();
+    await this.actors.stop();
+    await this.nc.drain();
+    await this.store.close();
+  }
+
+  /** The node's event-time watermark: the least of its shards'. */
+  get watermark(): number {
+    let wm = Infinity;
+    for (const shard of this.shards.values()) wm = Math.min(wm, shard.watermark);
+    return wm;
+  }
+
+  query(q: ResultQuery): Promise<WindowResult[]> {
+    return this.results.query(q);
+  }
+
+  onResult(listener: ResultListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Publishes events as robots would, on `telemetry.<source>.<kind>` (the HTTP edge uses it). */
+  async publishEvents(events: { source: string; kind: string; body: unknown }[]): Promise<void> {
+    for (const e of events) this.nc.publish(subjects.telemetry(e.source, e.kind), JSON.stringify(e.body));
+    await this.nc.flush();
+  }
+
+  status() {
+    return {
+      node: this.id,
+      ready: this.ready,
+      watermark: finiteOrNull(this.watermark),
+      activeWindows: this.actors?.activeCount ?? 0,
+      counters: this.counters,
+      partitions: this.ingests.map((i) => ({ partition: i.partition, ...i.mark(Date.now()) })),
+      shards: [...this.shards.values()].map((s) => ({ shard: s.id, watermark: finiteOrNull(s.watermark), pendingTimers: s.pendingTimers })),
+    };
+  }
+
+  private consume(stream: string, consumer: string, handle: (batch: JsMsg[]) => Promise<void>): Promise<BatchLoop> {
+    return this.js.consumers
+      .get(stream, consumer)
+      .then((c) => consumeInBatches(c, this.settings.maxBatch, handle, (e) => console.error(`${consumer}:`, e)));
+  }
+
+  private async deliver(batch: JsMsg[]): Promise<void> {
+    for (const m of batch) {
+      const shard = this.shards.get(Number(m.subject.slice(m.subject.lastIndexOf(".") + 1)));
+      if (!shard) continue;
+      const message = decodeMailbox(m.data);
+      if (message.type === "partials") for (const partial of message.partials) shard.apply(partial);
+      else for (const [partition, mark] of message.marks) shard.mark(partition, mark);
+    }
+    batch[batch.length - 1]!.ack();
+  }
+
+  private async sendWatermarks(): Promise<void> {
+    const now = Date.now();
+    const body = encodeMailbox({ type: "marks", marks: this.ingests.map((i) => [i.partition, i.mark(now)]) });
+    try {
+      await Promise.all([...this.shards.keys()].map((shard) => this.js.publish(subjects.mailbox(shard), body)));
+    } catch (e) {
+      if (this.ready) console.error("watermarks:", (e as Error).message);
+    }
+  }
+
+  private publishResult(result: WindowResult): void {
+    const subject = subjects.results(result.metric, result.window);
+    const options = result.status === "provisional" ? {} : { msgID: resultId(result) };
+    this.js.publish(subject, JSON.stringify(result), options).catch((e) => console.error("result publish:", (e as Error).message));
+  }
+
+  private async storeResults(batch: JsMsg[]): Promise<void> {
+    for (const m of batch) {
+      const result = JSON.parse(m.string()) as WindowResult;
+      if (await this.results.put(result)) for (const listener of this.listeners) listener(result);
+    }
+    batch[batch.length - 1]!.ack();
+  }
+}
+
+/** Sinks are idempotent by (window key, revision); JetStream drops a re-emitted final/correction. */
+function resultId(result: WindowResult): string {
+  return `${createHash("sha1").update(result.key).digest("base64url")}#${result.revision}`;
+}
+
+function nodeIdIn(dataDir: string): string {
+  const file = join(dataDir, "node-id");
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  const id = randomUUID().slice(0, 8);
+  writeFileSync(file, id);
+  return id;
+}
+
+function finiteOrNull(n: number): number | null {
+  return Number.isFinite(n) ? n : null;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,73 @@
+import RocksDB from "rocksdb-native";
+
+/**
+ * Durable key/value state for actors and anything else a node keeps on its own disk.
+ * `write` is atomic: all puts and deletes land together or not at all, which is what lets a
+ * checkpoint store actor snapshots and the stream position they reflect as one fact.
+ */
+export interface StateStore {
+  get(key: string): Promise<Uint8Array | undefined>;
+  write(puts: Iterable<[string, Uint8Array]>, deletes?: Iterable<string>): Promise<void>;
+  /** Entries with gte <= key < lt, in key order. */
+  scan(gte: string, lt: string): AsyncIterable<[string, Uint8Array]>;
+  close(): Promise<void>;
+}
+
+/** A StateStore on the node's embedded RocksDB. */
+export class RocksStateStore implements StateStore {
+  private readonly db: RocksDB;
+
+  private constructor(db: RocksDB) {
+    this.db = db;
+  }
+
+  static async open(dir: string): Promise<RocksStateStore> {
+    const db = new RocksDB(dir);
+    await db.ready();
+    return new RocksStateStore(db);
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const value = await this.db.get(key);
+    return value ?? undefined;
+  }
+
+  async write(puts: Iterable<[string, Uint8Array]>, deletes: Iterable<string> = []): Promise<void> {
+    const batch = this.db.write();
+    for (const [key, value] of puts) batch.put(key, Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+    for (const key of deletes) batch.delete(key);
+    await batch.flush();
+    batch.destroy();
+  }
+
+  async *scan(gte: string, lt: string): AsyncIterable<[string, Uint8Array]> {
+    for await (const entry of this.db.iterator({ gte, lt })) {
+      yield [entry.key.toString(), entry.value];
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
+
+/** A StateStore that keeps everything in memory: for unit tests of actors, never for nodes. */
+export class MemoryStateStore implements StateStore {
+  private readonly map = new Map<string, Uint8Array>();
+
+  async get(key: string) {
+    return this.map.get(key);
+  }
+
+  async write(puts: Iterable<[string, Uint8Array]>, deletes: Iterable<string> = []) {
+    for (const [k, v] of puts) this.map.set(k, v);
+    for (const k of deletes) this.map.delete(k);
+  }
+
+  async *scan(gte: string, lt: string): AsyncIterable<[string, Uint8Array]> {
+    const keys = [...this.map.keys()].filter((k) => k >= gte && k < lt).sort();
+    for (const k of keys) yield [k, this.map.get(k)!];
+  }
+
+  async close() {}
+}

@@ -1,0 +1,192 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { TelemetryEvent } from "../actors/event.js";
+import { decodeEventBatch, encodeEventBatch } from "../proto/codec.js";
+import { EventBatchSchema, type EventBatch } from "../proto/gen/tally_pb.js";
+
+/** Deterministic PRNG (mulberry32) so failures reproduce. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const sample: TelemetryEvent[] = [
+  {
+    id: "e1",
+    ts: 1_700_000_000_000,
+    source: "robot-7",
+    kind: "perf",
+    tags: { site: "berlin", arm: "left" },
+    values: { latency_ms: 12.5, temp: -3.25 },
+  },
+  { id: "e2", ts: 1_699_999_999_000, source: "robot-7", kind: "status", tags: {}, values: {} },
+  { id: "e3", ts: -86_400_000, source: "svc", kind: "error", tags: { site: "berlin" }, values: { code: 503 } },
+  {
+    id: "e4",
+    ts: Number.MAX_SAFE_INTEGER,
+    source: "",
+    kind: "perf",
+    tags: { "ünïcødé 🚀": "välue", empty: "" },
+    values: { big: 1e308, tiny: 5e-324, zero: -0, inf: Infinity },
+  },
+  { id: "e5", ts: Number.MIN_SAFE_INTEGER, source: "s", kind: "k", tags: { __proto__x: "a" }, values: { site: 1 } },
+];
+
+test("round-trips hand-picked events", () => {
+  const bytes = encodeEventBatch(sample);
+  assert.deepEqual(decodeEventBatch(bytes), sample);
+});
+
+test("round-trips an empty batch", () => {
+  assert.deepEqual(decodeEventBatch(encodeEventBatch([])), []);
+});
+
+test("round-trips a __proto__ tag key as an own property", () => {
+  const tags: Record<string, string> = {};
+  Object.defineProperty(tags, "__proto__", { value: "p", enumerable: true, writable: true, configurable: true });
+  const e: TelemetryEvent = { id: "p", ts: 1, source: "s", kind: "k", tags, values: {} };
+  const [out] = decodeEventBatch(encodeEventBatch([e]));
+  assert.equal(Object.getPrototypeOf(out.tags), Object.prototype);
+  assert.deepEqual(Object.entries(out.tags), [["__proto__", "p"]]);
+});
+
+test("round-trips 1000 random events", () => {
+  const r = rng(42);
+  const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
+  const words = ["site", "berlin", "paris", "arm", "left", "right", "fw", "1.2.3", "", "zone-ä"];
+  const now = 1_700_000_000_000;
+  const events: TelemetryEvent[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const tags: Record<string, string> = {};
+    const nt = Math.floor(r() * 6);
+    for (let j = 0; j < nt; j++) tags[pick(words) + (r() < 0.3 ? String(j) : "")] = pick(words);
+    const values: Record<string, number> = {};
+    const nv = Math.floor(r() * 6);
+    for (let j = 0; j < nv; j++) values[pick(words) + "_v" + (r() < 0.5 ? j : "")] = (r() - 0.5) * 10 ** Math.floor(r() * 12);
+    events.push({
+      id: `ev-${i}-${Math.floor(r() * 1e9).toString(36)}`,
+      ts: r() < 0.05 ? Math.floor((r() - 0.5) * 2 * Number.MAX_SAFE_INTEGER) : now + Math.floor((r() - 0.5) * 600_000),
+      source: pick(["robot-1", "robot-2", "svc-api"]),
+      kind: pick(["status", "error", "perf"]),
+      tags,
+      values,
+    });
+  }
+  assert.deepEqual(decodeEventBatch(encodeEventBatch(events)), events);
+});
+
+test("encode refuses a non-integer ts", () => {
+  assert.throws(() => encodeEventBatch([{ ...sample[0], ts: 1.5 }]), /non-integer ts/);
+  assert.throws(() => encodeEventBatch([{ ...sample[0], ts: NaN }]), /non-integer ts/);
+});
+
+test("decoding random garbage throws an Error, never anything else", () => {
+  const r = rng(7);
+  const valid = encodeEventBatch(sample);
+  let threw = 0;
+  for (let n = 0; n < 2000; n++) {
+    let bytes: Uint8Array;
+    if (n % 2 === 0) {
+      bytes = new Uint8Array(Math.floor(r() * 200));
+      for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(r() * 256);
+    } else {
+      // Mutate a valid batch: flip a few bytes, sometimes truncate.
+      bytes = valid.slice(0, r() < 0.3 ? Math.floor(r() * valid.length) : valid.length);
+      const flips = 1 + Math.floor(r() * 4);
+      for (let f = 0; f < flips && bytes.length > 0; f++) bytes[Math.floor(r() * bytes.length)] = Math.floor(r() * 256);
+    }
+    try {
+      const events = decodeEventBatch(bytes);
+      // Some garbage happens to be a valid batch; the result must then be well formed.
+      for (const e of events) {
+        assert.equal(typeof e.id, "string");
+        assert.ok(Number.isSafeInteger(e.ts));
+      }
+    } catch (err) {
+      assert.ok(err instanceof Error, `threw a non-Error: ${String(err)}`);
+      assert.match(err.message, /^EventBatch: /);
+      threw++;
+    }
+  }
+  assert.ok(threw > 500, `only ${threw} of 2000 garbage inputs were rejected`);
+});
+
+/** A valid 2-event batch, as a message to corrupt column by column. */
+function validBatch(): EventBatch {
+  return create(EventBatchSchema, {
+    ids: ["a", "b"],
+    ts: [1000n, 5n],
+    sources: ["s", "s"],
+    kinds: ["k", "k"],
+    dict: ["site", "berlin", "lat"],
+    tagCounts: [1, 0],
+    tags: [0, 1],
+    valueCounts: [0, 1],
+    valueNames: [2],
+    values: [1.5],
+  });
+}
+
+function decodeMutated(mutate: (b: EventBatch) => void): TelemetryEvent[] {
+  const b = validBatch();
+  mutate(b);
+  return decodeEventBatch(toBinary(EventBatchSchema, b));
+}
+
+test("the hand-built batch decodes", () => {
+  assert.deepEqual(decodeMutated(() => {}), [
+    { id: "a", ts: 1000, source: "s", kind: "k", tags: { site: "berlin" }, values: {} },
+    { id: "b", ts: 1005, source: "s", kind: "k", tags: {}, values: { lat: 1.5 } },
+  ]);
+});
+
+test("inconsistent column lengths throw", () => {
+  const cases: Array<[string, (b: EventBatch) => void, RegExp]> = [
+    ["ts short", (b) => b.ts.pop(), /column ts has 1 entries, expected 2/],
+    ["ts long", (b) => b.ts.push(1n), /column ts/],
+    ["sources short", (b) => b.sources.pop(), /column sources/],
+    ["kinds long", (b) => b.kinds.push("x"), /column kinds/],
+    ["tag_counts short", (b) => b.tagCounts.pop(), /column tag_counts/],
+    ["value_counts long", (b) => b.valueCounts.push(0), /column value_counts/],
+    ["tag_counts too big", (b) => (b.tagCounts[1] = 1), /tag_counts\[1\]/],
+    ["tag_counts huge", (b) => (b.tagCounts[0] = 0xffffffff), /tag_counts\[0\]/],
+    ["tags left over", (b) => b.tags.push(0, 1), /column tags has 4 entries, expected 2/],
+    ["tags odd", (b) => b.tags.push(0), /column tags/],
+    ["value_counts too big", (b) => (b.valueCounts[1] = 2), /value_counts\[1\]/],
+    ["value_names left over", (b) => (b.valueNames.push(0), b.values.push(2)), /column value_names/],
+    ["values short", (b) => b.values.pop(), /column values/],
+    ["sources empty, no subject", (b) => (b.sources = []), /sources is empty/],
+  ];
+  for (const [name, mutate, msg] of cases) {
+    assert.throws(() => decodeMutated(mutate), msg, name);
+  }
+});
+
+test("bad dictionary indices, duplicate keys and out-of-range ts throw", () => {
+  assert.throws(() => decodeMutated((b) => (b.tags[1] = 3)), /tags\[1\] = 3 is outside the dictionary \(size 3\)/);
+  assert.throws(() => decodeMutated((b) => (b.valueNames[0] = 99)), /value_names\[0\] = 99/);
+  assert.throws(
+    () => decodeMutated((b) => ((b.tagCounts = [2, 0]), (b.tags = [0, 1, 0, 2]))),
+    /tag "site" twice/,
+  );
+  assert.throws(() => decodeMutated((b) => (b.ts[0] = 1n << 60n)), /ts of event 0 .*safe-integer/);
+  assert.throws(
+    () => decodeMutated((b) => (b.ts = [BigInt(Number.MAX_SAFE_INTEGER), 1n])),
+    /ts of event 1 .*safe-integer/,
+  );
+});
+
+test("empty sources/kinds columns take the subject's", () => {
+  const events = decodeEventBatch(
+    toBinary(EventBatchSchema, Object.assign(validBatch(), { sources: [], kinds: [] })),
+    { source: "robot-9", kind: "perf" },
+  );
+  assert.deepEqual(events.map((e) => [e.source, e.kind]), [["robot-9", "perf"], ["robot-9", "perf"]]);
+});
