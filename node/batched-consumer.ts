@@ -6,9 +6,10 @@ export interface BatchLoop {
 }
 
 /**
- * Pulls from a consumer and hands over messages in batches: whatever has arrived while the
- * previous batch was being handled, up to `maxBatch`. Under load batches grow by themselves;
- * when quiet, a single message goes through at once. The handler acks.
+ * Pulls from a consumer and hands over messages in batches: whatever arrived while the previous
+ * batch was being handled, up to `maxBatch`. Under load batches grow by themselves; when quiet, a
+ * single message goes through at once. The handler acks; unacked work is bounded by the
+ * consumer's `max_ack_pending`, so the buffer here is bounded too.
  */
 export async function consumeInBatches(
   consumer: Consumer,
@@ -16,25 +17,36 @@ export async function consumeInBatches(
   handle: (batch: JsMsg[]) => Promise<void>,
   onError: (e: unknown) => void,
 ): Promise<BatchLoop> {
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.max(1000, maxBatch) });
-  const done = (async () => {
-    let batch: JsMsg[] = [];
-    for await (const m of messages) {
-      batch.push(m);
-      if (batch.length < maxBatch && messages.getPending() > 0) continue;
+  let buffer: JsMsg[] = [];
+  let running: Promise<void> | undefined;
+  let stopped = false;
+
+  const drain = async () => {
+    while (buffer.length > 0 && !stopped) {
+      const batch = buffer.length <= maxBatch ? buffer : buffer.slice(0, maxBatch);
+      buffer = buffer.length <= maxBatch ? [] : buffer.slice(maxBatch);
       try {
         await handle(batch);
       } catch (e) {
-        // Not acked: JetStream redelivers the batch after ack_wait.
+        // Not acked: JetStream redelivers these after ack_wait.
         onError(e);
       }
-      batch = [];
     }
-  })();
+    running = undefined;
+  };
+
+  const messages: ConsumerMessages = await consumer.consume({
+    max_messages: Math.max(1000, maxBatch),
+    callback: (m) => {
+      buffer.push(m);
+      running ??= drain();
+    },
+  });
   return {
     async stop() {
+      stopped = true;
       messages.stop();
-      await done;
+      await running;
     },
   };
 }
