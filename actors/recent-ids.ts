@@ -31,12 +31,15 @@ export class RecentIds {
     return n;
   }
 
+  /** Keeps at least `horizonMs` of ids: the current generation plus `generationCount` full ones. */
   private rotate(now: number) {
-    while (now - this.generationStart >= this.generationMs) {
-      this.generations.unshift(new Set());
-      if (this.generations.length > this.generationCount + 1) this.generations.pop();
-      this.generationStart += this.generationMs;
-      if (now - this.generationStart > this.horizonMs) this.generationStart = now;
+    const steps = Math.floor((now - this.generationStart) / this.generationMs);
+    if (steps <= 0) return;
+    if (steps > this.generationCount) this.generations = [new Set()];
+    else {
+      for (let i = 0; i < steps; i++) this.generations.unshift(new Set());
+      this.generations.length = Math.min(this.generations.length, this.generationCount + 1);
     }
+    this.generationStart += steps * this.generationMs;
   }
 }

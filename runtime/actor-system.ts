@@ -137,6 +137,7 @@ export class ActorSystem<M> {
   private async drain(activation: Activation<M>): Promise<void> {
     activation.running = true;
     if (activation.idleTimer) clearTimeout(activation.idleTimer);
+    let processed = 0;
     try {
       if (!activation.actor) {
         await this.persisting.get(activation.key);
@@ -145,6 +146,7 @@ export class ActorSystem<M> {
       }
       while (activation.queue.length > 0) {
         const message = activation.queue.shift()!;
+        processed++;
         try {
           const done = activation.actor.receive(message, activation.context);
           if (done) await done;
@@ -152,36 +154,43 @@ export class ActorSystem<M> {
           this.onError(activation.key, e);
         }
         activation.dirty = true;
-        this.settle(1);
+      }
+      activation.running = false;
+      if (activation.passivateRequested) await this.passivate(activation);
+      else {
+        activation.idleTimer = setTimeout(
+          () => this.passivate(activation).catch((e) => this.onError(activation.key, e)),
+          this.idleMs,
+        );
       }
     } catch (e) {
-      // Activation itself failed (state unreadable): report it and drop what was queued.
+      // Activation or persistence failed (state unreadable, disk full): report it, drop what was queued.
       this.onError(activation.key, e);
-      this.settle(activation.queue.length);
+      processed += activation.queue.length;
       activation.queue.length = 0;
-      this.activations.delete(activation.key);
       activation.running = false;
-      return;
+      if (this.activations.get(activation.key) === activation) this.activations.delete(activation.key);
+    } finally {
+      // Settled only now, so `idle()` also covers the passivation write.
+      this.settle(processed);
     }
-    activation.running = false;
-    if (activation.passivateRequested) await this.passivate(activation);
-    else activation.idleTimer = setTimeout(() => void this.passivate(activation), this.idleMs);
   }
 
   private async passivate(activation: Activation<M>): Promise<void> {
     if (activation.running || this.activations.get(activation.key) !== activation) return;
     this.activations.delete(activation.key);
     this.clearTimers(activation);
-    if (activation.dirty && activation.actor) {
-      const puts: [string, Uint8Array][] = [];
-      const deletes: string[] = [];
-      this.collect(activation, puts, deletes);
-      const written = this.store.write(puts, deletes).finally(() => {
-        if (this.persisting.get(activation.key) === written) this.persisting.delete(activation.key);
-      });
-      this.persisting.set(activation.key, written);
-      await written;
-    }
+    if (!activation.dirty || !activation.actor) return;
+    const puts: [string, Uint8Array][] = [];
+    const deletes: string[] = [];
+    this.collect(activation, puts, deletes);
+    this.pending++;
+    const written = this.store.write(puts, deletes).finally(() => {
+      if (this.persisting.get(activation.key) === written) this.persisting.delete(activation.key);
+      this.settle(1);
+    });
+    this.persisting.set(activation.key, written);
+    await written;
   }
 
   private collect(activation: Activation<M>, puts: [string, Uint8Array][], deletes: string[]) {

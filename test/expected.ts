@@ -28,7 +28,7 @@ export function expectedWindows(rules: ExpectedRule[], events: TelemetryEvent[])
       const v = rule.value === undefined ? 0 : e.values[rule.value];
       if (v === undefined) continue;
       const dims: Record<string, string> = {};
-      for (const g of rule.groupBy) dims[g] = e.tags[g] ?? "";
+      for (const g of rule.groupBy) dims[g] = e.tags[g] ?? (g === "source" ? e.source : "");
       for (const w of rule.windows) {
         // Every window [start, start + size) with start a multiple of slide that contains ts.
         for (let start = Math.floor(e.ts / w.slide) * w.slide; start > e.ts - w.size; start -= w.slide) {

@@ -1,0 +1,166 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { Actor, ActorContext, ActorKind } from "../runtime/actor.js";
+import { ActorSystem } from "../runtime/actor-system.js";
+import { RocksStateStore } from "../runtime/state-store.js";
+import { tempDir } from "./harness.js";
+
+type Msg = { type: "add"; n: number; slow?: boolean } | { type: "done" } | { type: "tick" } | { type: "arm"; ms: number };
+
+/** A counter that records the order it saw messages in, and whether two ever overlapped. */
+class Counter implements Actor<Msg> {
+  static overlaps = 0;
+  static activations = 0;
+  private busy = false;
+  ticks = 0;
+  constructor(public total: number) {
+    Counter.activations++;
+  }
+  async receive(msg: Msg, ctx: ActorContext<Msg>) {
+    if (this.busy) Counter.overlaps++;
+    this.busy = true;
+    if (msg.type === "add") {
+      if (msg.slow) await new Promise((r) => setImmediate(r));
+      this.total += msg.n;
+    } else if (msg.type === "done") ctx.passivate();
+    else if (msg.type === "arm") ctx.setTimer("t", msg.ms, { type: "tick" });
+    else if (msg.type === "tick") this.ticks++;
+    this.busy = false;
+  }
+  snapshot() {
+    return this.total === 0 ? undefined : Buffer.from(String(this.total));
+  }
+}
+
+const kind: ActorKind<Msg> & { live: Map<string, Counter> } = {
+  name: "counter",
+  live: new Map(),
+  create(key, state) {
+    const actor = new Counter(state ? Number(Buffer.from(state).toString()) : 0);
+    kind.live.set(key, actor);
+    return actor;
+  },
+};
+
+async function withStore<T>(fn: (store: RocksStateStore, dir: string) => Promise<T>): Promise<T> {
+  const dir = tempDir();
+  const store = await RocksStateStore.open(dir.path);
+  try {
+    return await fn(store, dir.path);
+  } finally {
+    await store.close();
+    dir.remove();
+  }
+}
+
+test("an actor is activated on its first message and takes one message at a time", () =>
+  withStore(async (store) => {
+    const system = new ActorSystem(kind, store);
+    Counter.overlaps = 0;
+    for (let i = 1; i <= 100; i++) system.send("a", { type: "add", n: i, slow: i % 3 === 0 });
+    system.send("b", { type: "add", n: 5 });
+    await system.idle();
+    assert.equal(kind.live.get("a")!.total, 5050);
+    assert.equal(kind.live.get("b")!.total, 5);
+    assert.equal(system.activeCount, 2);
+    assert.equal(Counter.overlaps, 0);
+    await system.stop();
+  }));
+
+test("a passivated actor's state is in RocksDB, and reactivation restores it", () =>
+  withStore(async (store) => {
+    const system = new ActorSystem(kind, store);
+    system.send("k", { type: "add", n: 41 });
+    system.send("k", { type: "done" });
+    await system.idle();
+    await eventuallyInactive(system, 0);
+    assert.equal(Buffer.from((await store.get("actor/counter/k"))!).toString(), "41");
+    const before = Counter.activations;
+    system.send("k", { type: "add", n: 1 });
+    await system.idle();
+    assert.equal(Counter.activations, before + 1);
+    assert.equal(kind.live.get("k")!.total, 42);
+    await system.stop();
+    assert.equal(Buffer.from((await store.get("actor/counter/k"))!).toString(), "42");
+  }));
+
+test("idle actors passivate by themselves; an empty snapshot deletes the stored state", () =>
+  withStore(async (store) => {
+    const system = new ActorSystem(kind, store, { idleMs: 20 });
+    await store.write([["actor/counter/z", Buffer.from("7")]]);
+    system.send("z", { type: "add", n: -7 });
+    await system.idle();
+    assert.equal(system.activeCount, 1);
+    await eventuallyInactive(system, 0);
+    assert.equal(await store.get("actor/counter/z"), undefined);
+    await system.stop();
+  }));
+
+test("timers deliver their message to the actor", () =>
+  withStore(async (store) => {
+    const system = new ActorSystem(kind, store);
+    system.send("t", { type: "arm", ms: 10 });
+    system.send("t", { type: "arm", ms: 15 }); // replaces the first: one tick only
+    await system.idle();
+    const actor = kind.live.get("t")!;
+    while (actor.ticks === 0) await system.idle().then(() => new Promise((r) => setTimeout(r, 5)));
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(actor.ticks, 1);
+    await system.stop();
+  }));
+
+test("a checkpoint writes changed actors and the caller's position in one batch, and survives reopening", async () => {
+  const dir = tempDir();
+  try {
+    let store = await RocksStateStore.open(dir.path);
+    const system = new ActorSystem(kind, store);
+    system.send("x", { type: "add", n: 3 });
+    system.send("y", { type: "add", n: 4 });
+    await system.idle();
+    await system.checkpoint([["position", Buffer.from("17")]]);
+    await store.close();
+    store = await RocksStateStore.open(dir.path);
+    assert.equal(Buffer.from((await store.get("position"))!).toString(), "17");
+    assert.equal(Buffer.from((await store.get("actor/counter/x"))!).toString(), "3");
+    const keys: string[] = [];
+    for await (const [key] of store.scan("actor/", "actor0")) keys.push(key);
+    assert.deepEqual(keys, ["actor/counter/x", "actor/counter/y"]);
+    await store.close();
+  } finally {
+    dir.remove();
+  }
+});
+
+test("a failing receive is reported and the actor goes on with its next message", () =>
+  withStore(async (store) => {
+    const errors: string[] = [];
+    const failing: ActorKind<number> = {
+      name: "failing",
+      create: () => ({
+        sum: 0,
+        receive(n: number) {
+          if (n < 0) throw new Error("negative");
+          (this as unknown as { sum: number }).sum += n;
+        },
+        snapshot() {
+          return Buffer.from(String((this as unknown as { sum: number }).sum));
+        },
+      }),
+    };
+    const system = new ActorSystem(failing, store, { onError: (key, e) => errors.push(`${key}:${(e as Error).message}`) });
+    system.send("f", 1);
+    system.send("f", -1);
+    system.send("f", 2);
+    await system.stop();
+    assert.deepEqual(errors, ["f:negative"]);
+    assert.equal(Buffer.from((await store.get("actor/failing/f"))!).toString(), "3");
+  }));
+
+/** Passivation finishes with an async write; wait for the activation count it leads to. */
+async function eventuallyInactive(system: ActorSystem<Msg>, count: number) {
+  const deadline = Date.now() + 5000;
+  while (system.activeCount !== count) {
+    if (Date.now() > deadline) throw new Error(`still ${system.activeCount} active`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

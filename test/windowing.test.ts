@@ -1,0 +1,174 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { addValue, aggValues, emptyAgg, mergeAgg } from "../actors/aggregates.js";
+import { decodePayload } from "../actors/decode.js";
+import { defaultLimits, type TelemetryEvent } from "../actors/event.js";
+import { RecentIds } from "../actors/recent-ids.js";
+import { Router } from "../actors/router.js";
+import { parseRules } from "../actors/rules.js";
+import { windowActorKind, type WindowMessage } from "../actors/window-actor.js";
+import type { WindowResult } from "../actors/window-result.js";
+import { WindowShard } from "../actors/window-shard.js";
+import { makeWindow, parseWindow, windowStarts } from "../actors/windows.js";
+import { ActorSystem } from "../runtime/actor-system.js";
+import { MemoryStateStore } from "../runtime/state-store.js";
+import { expectedWindows, prng } from "./expected.js";
+
+const minute = 60_000;
+const t0 = Date.UTC(2026, 10, 24, 10, 0, 0);
+
+test("tumbling windows are clock-aligned: [10:00:00, 10:01:00)", () => {
+  const m = parseWindow("1m");
+  assert.deepEqual(windowStarts(m, t0), [t0]);
+  assert.deepEqual(windowStarts(m, t0 + minute - 1), [t0]);
+  assert.deepEqual(windowStarts(m, t0 + minute), [t0 + minute]);
+  assert.deepEqual(windowStarts(parseWindow("10s"), t0 + 25_000), [t0 + 20_000]);
+  assert.deepEqual(windowStarts(parseWindow("1h"), t0 + 59 * minute), [t0]);
+  assert.deepEqual(windowStarts(m, 59_999), [0]);
+});
+
+test("sliding windows: every window of `size` starting on a multiple of `slide` that holds the event", () => {
+  const w = parseWindow({ size: "5m", slide: "30s" });
+  assert.equal(w.id, "5m/30s");
+  const starts = windowStarts(w, t0 + 10_000);
+  assert.equal(starts.length, 10);
+  for (const s of starts) assert.ok(s <= t0 + 10_000 && t0 + 10_000 < s + 5 * minute && s % 30_000 === 0);
+  assert.deepEqual(parseWindow("5m/30s"), w);
+  assert.throws(() => makeWindow(5 * minute, 7_000), /multiple/);
+  assert.throws(() => parseWindow("soon"), /not a duration/);
+});
+
+test("rules: defaults, validation with the rule and field at fault", () => {
+  const [rule] = parseRules(`{"metrics": [{"name": "battery", "kind": "status", "value": "battery", "groupBy": ["site"], "aggregates": ["count", "avg"]}]}`);
+  assert.equal(rule!.windows[0]!.id, "1m");
+  assert.equal(rule!.latenessMs, 60_000);
+  assert.throws(() => parseRules("metrics: [{name: x, aggregates: [avg]}]"), /"x".*needs a "value"/);
+  assert.throws(() => parseRules("metrics: [{name: x, aggregates: [p99x]}]"), /unknown aggregate/);
+  assert.throws(() => parseRules("metrics: [{name: 'a b'}]"), /"name"/);
+  assert.throws(() => parseRules("metrics: [{name: a}, {name: a}]"), /twice/);
+  assert.throws(() => parseRules("metrics: [{name: a, lateness: later}]"), /"a".*duration/);
+  assert.throws(() => parseRules("[]"), /"metrics"/);
+});
+
+test("aggregates form a monoid: merging partials equals aggregating everything", () => {
+  const random = prng(3);
+  const values = Array.from({ length: 500 }, () => Math.floor(random() * 1000) - 500);
+  const whole = emptyAgg();
+  for (const v of values) addValue(whole, v);
+  const parts = [emptyAgg(), emptyAgg(), emptyAgg()];
+  values.forEach((v, i) => addValue(parts[i % 3]!, v));
+  const ab = emptyAgg();
+  mergeAgg(ab, parts[2]!);
+  mergeAgg(ab, parts[0]!);
+  mergeAgg(ab, emptyAgg());
+  mergeAgg(ab, parts[1]!);
+  assert.deepEqual(ab, whole);
+  assert.deepEqual(aggValues(whole, ["count", "sum", "min", "max", "avg"]), {
+    count: 500,
+    sum: values.reduce((a, b) => a + b, 0),
+    min: Math.min(...values),
+    max: Math.max(...values),
+    avg: values.reduce((a, b) => a + b, 0) / 500,
+  });
+  assert.deepEqual(aggValues(emptyAgg(), ["min", "avg"]), { min: null, avg: null });
+});
+
+test("the router combines a batch per actor key and spreads keys over shards", () => {
+  const rules = parseRules(`
+metrics:
+  - { name: temp, kind: status, value: temperature, groupBy: [site], aggregates: [count, sum], windows: [1m, 10s] }
+  - { name: errs, kind: error, groupBy: [code, source], where: { site: berlin } }
+`);
+  const random = prng(11);
+  const events: TelemetryEvent[] = Array.from({ length: 2000 }, (_, i) => ({
+    id: String(i),
+    ts: t0 + Math.floor(random() * 3 * minute),
+    source: `r${i % 7}`,
+    kind: random() < 0.7 ? "status" : "error",
+    tags: { site: random() < 0.5 ? "berlin" : "osaka", code: "E1" },
+    values: (random() < 0.9 ? { temperature: Math.floor(random() * 50) } : {}) as Record<string, number>,
+  }));
+  const routed = new Router(rules, 8).route(events);
+  const got = new Map<string, number>();
+  for (const partials of routed.byShard.values()) {
+    for (const p of partials) got.set(`${p.metric}|${p.window}|${p.start}|${JSON.stringify(p.dims)}`, p.agg.count);
+  }
+  const berlinErrors = events.filter((e) => e.kind === "error" && e.tags.site === "berlin");
+  const want = expectedWindows(
+    [
+      { name: "temp", kind: "status", value: "temperature", groupBy: ["site"], windows: [{ id: "1m", size: minute, slide: minute }, { id: "10s", size: 10_000, slide: 10_000 }] },
+      { name: "errs", kind: "error", groupBy: ["code", "source"], windows: [{ id: "1m", size: minute, slide: minute }] },
+    ],
+    events.filter((e) => e.kind === "status" || berlinErrors.includes(e)),
+  );
+  assert.deepEqual(new Map([...got].sort()), new Map([...want].map(([k, v]) => [k, v.count] as [string, number]).sort()));
+  assert.ok(routed.byShard.size > 4, "keys spread over shards");
+});
+
+test("decoding: batches are judged event by event; nothing throws", () => {
+  const now = t0;
+  const enc = (v: unknown) => Buffer.from(JSON.stringify(v));
+  const ok = decodePayload(enc([{ id: "a", ts: "2026-11-24T10:00:00Z", tags: { s: "x" }, values: { v: 1 } }, { id: "b" }]), "r1", "status", false, now, defaultLimits);
+  assert.equal(ok.events.length, 1);
+  assert.equal(ok.events[0]!.ts, t0);
+  assert.deepEqual([ok.events[0]!.source, ok.events[0]!.kind], ["r1", "status"]);
+  assert.equal(ok.rejects[0]!.reason, "missing_ts");
+  const big = decodePayload(new Uint8Array(defaultLimits.maxPayloadBytes + 1), "r", "k", false, now, defaultLimits);
+  assert.equal(big.rejects[0]!.reason, "oversized");
+  const random = prng(5);
+  for (let i = 0; i < 2000; i++) {
+    const bytes = Uint8Array.from({ length: Math.floor(random() * 64) }, () => Math.floor(random() * 256));
+    const out = decodePayload(bytes, "r", "k", random() < 0.5, now, defaultLimits);
+    assert.ok(out.events.length + out.rejects.length >= 0);
+  }
+});
+
+test("recent ids: a duplicate within the horizon counts once; ids expire after it", () => {
+  const ids = new RecentIds(10_000, 0);
+  assert.equal(ids.seen("a", 0), false);
+  assert.equal(ids.seen("a", 9_000), true);
+  assert.equal(ids.seen("b", 5_000), false);
+  assert.equal(ids.seen("b", 14_999), true, "kept for the whole horizon");
+  assert.equal(ids.seen("a", 30_000), false);
+  assert.equal(ids.size, 1);
+});
+
+test("window lifecycle: provisional while open, final past end + lateness, corrected for late data", async () => {
+  const rules = parseRules("metrics: [{name: m, kind: k, value: v, aggregates: [count, sum, max], window: 1m, lateness: 30s}]");
+  const emitted: WindowResult[] = [];
+  let clock = 0;
+  const store = new MemoryStateStore();
+  const system = new ActorSystem<WindowMessage>(
+    windowActorKind({ rule: () => rules[0], emit: (r) => emitted.push(r), emitIntervalMs: 100, now: () => clock }),
+    store,
+  );
+  const shard = new WindowShard(0, system, () => 30_000);
+  const router = new Router(rules, 1);
+  const send = (ts: number, v: number, id: string) => {
+    for (const p of router.route([{ id, ts, source: "s", kind: "k", tags: {}, values: { v } }]).byShard.get(0)!) shard.apply(p);
+  };
+  send(t0 + 1000, 5, "1");
+  await system.idle();
+  assert.equal(emitted.length, 1);
+  assert.deepEqual([emitted[0]!.status, emitted[0]!.revision, emitted[0]!.values], ["provisional", 0, { count: 1, sum: 5, max: 5 }]);
+  send(t0 + 2000, 7, "2"); // within the throttle: no new result yet
+  await system.idle();
+  assert.equal(emitted.length, 1);
+
+  shard.mark(0, { watermark: t0 + minute + 29_999, idle: false }); // not yet past end + lateness
+  await system.idle();
+  assert.equal(emitted.length, 1);
+  shard.mark(0, { watermark: t0 + minute + 30_000, idle: false });
+  await system.idle();
+  const final = emitted.at(-1)!;
+  assert.deepEqual([final.status, final.revision, final.values, final.lateCount], ["final", 1, { count: 2, sum: 12, max: 7 }, 0]);
+  assert.equal(final.watermark, t0 + minute + 30_000);
+  assert.equal(system.activeCount, 0, "passivated once final");
+
+  clock = 10_000;
+  send(t0 + 3000, 10, "3"); // late: reactivated from its snapshot, corrected
+  await system.idle();
+  const corrected = emitted.at(-1)!;
+  assert.deepEqual([corrected.status, corrected.revision, corrected.values, corrected.lateCount, corrected.eventCount], ["corrected", 2, { count: 3, sum: 22, max: 10 }, 1, 3]);
+  await system.stop();
+});
