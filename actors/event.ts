@@ -25,7 +25,9 @@ export type RejectReason =
   | "bad_values"
   | "too_many_tags"
   | "oversized"
-  | "too_late";
+  | "too_late"
+  /** Published on a subject that is not `telemetry.<source>.<kind>`, or the server lacks Tally's mapping. */
+  | "bad_subject";
 
 export interface Reject {
   reason: RejectReason;

@@ -6,6 +6,8 @@ export const subjects = {
   /** Where robots publish; the server maps it onto `events` with a partition token. */
   telemetry: (source: string, kind: string) => `telemetry.${source}.${kind}`,
   events: (partition: number | "*") => `tally.events.${partition}.>`,
+  /** Telemetry the partition mapping did not take: a wrong subject shape, or a server without the mapping. */
+  strays: "telemetry.>",
   mailbox: (shard: number | "*") => `tally.mailbox.${shard}`,
   results: (metric: string, window: string) => `results.${metric}.${window}`,
   dlq: (reason: string) => `tally.dlq.${reason}`,
@@ -34,7 +36,7 @@ export async function ensureStreams(nc: NatsConnection, opts: StreamOptions = de
   const jsm = await jetstreamManager(nc);
   const base = { storage: StorageType.File, num_replicas: opts.replicas, retention: RetentionPolicy.Limits };
   const wanted: (Partial<StreamConfig> & { name: string })[] = [
-    { ...base, name: streams.events, subjects: ["tally.events.>"], max_age: ns(opts.eventRetentionMs), duplicate_window: ns(opts.dedupWindowMs) },
+    { ...base, name: streams.events, subjects: ["tally.events.>", "telemetry.>"], max_age: ns(opts.eventRetentionMs), duplicate_window: ns(opts.dedupWindowMs) },
     { ...base, name: streams.mailbox, subjects: ["tally.mailbox.>"], max_age: ns(1 * day), duplicate_window: ns(opts.dedupWindowMs) },
     { ...base, name: streams.results, subjects: ["results.>"], max_age: ns(7 * day), duplicate_window: ns(opts.dedupWindowMs) },
     { ...base, name: streams.dlq, subjects: ["tally.dlq.>"], max_age: ns(30 * day) },

@@ -14,6 +14,7 @@ import { RocksStateStore } from "../runtime/state-store.js";
 import { consumeInBatches, type BatchLoop } from "./batched-consumer.js";
 import { decodeMailbox, encodeMailbox } from "./mailbox-codec.js";
 import { PartitionIngest, type IngestCounters } from "./partition-ingest.js";
+import { fileStrays } from "./stray-events.js";
 import { ResultsStore, type ResultQuery } from "./results-store.js";
 import { ensureConsumer, ensureStreams, streams, subjects } from "./streams.js";
 
@@ -124,6 +125,13 @@ export class TallyNode {
       await ensureConsumer(jsm, streams.events, `router-${p}`, subjects.events(p));
       this.loops.push(await this.consume(streams.events, `router-${p}`, (batch) => ingest.handle(batch)));
     }
+    await ensureConsumer(jsm, streams.events, "strays", subjects.strays);
+    this.loops.push(
+      await this.consume(streams.events, "strays", async (batch) => {
+        this.counters.messages += batch.length;
+        this.counters.rejected += await fileStrays(this.js, batch);
+      }),
+    );
     this.watermarkTimer = setInterval(() => void this.sendWatermarks(), s.watermarkIntervalMs);
     this.ready = true;
   }

@@ -1,6 +1,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium, type Browser, type Page } from "playwright-core";
+import { startHttp, type HttpEdge } from "../gateway/http-server.js";
 import { eventually, startTestNats, startTestNode } from "./harness.js";
 
 const rules = `
@@ -16,6 +17,7 @@ metrics:
 let nats: Awaited<ReturnType<typeof startTestNats>> | undefined;
 let running: Awaited<ReturnType<typeof startTestNode>> | undefined;
 let browser: Browser | undefined;
+let restartedHttp: HttpEdge | undefined;
 
 before(async () => {
   nats = await startTestNats();
@@ -38,6 +40,7 @@ before(async () => {
 after(async () => {
   // Each step on its own, so one failure does not leak the rest.
   await browser?.close().catch((e: unknown) => console.error("browser close:", e));
+  await restartedHttp?.close().catch((e: unknown) => console.error("http close:", e));
   await running?.cleanup().catch((e: unknown) => console.error("node cleanup:", e));
   await nats?.cleanup().catch((e: unknown) => console.error("nats cleanup:", e));
 });
@@ -56,9 +59,8 @@ const attr = (page: Page, name: string) => page.locator("#chart").getAttribute(n
 test("the dashboard loads history, goes live and charts WebSocket updates", async () => {
   const node = running!;
   const base = `http://127.0.0.1:${node.http.port}`;
-  // Every event in one 1-minute window (unless we sit right at its end), so points = sites.
-  let ts = Date.now();
-  if (ts % 60_000 > 55_000) ts -= 10_000;
+  // Every event carries the same time, so all fall in one 1-minute window: points = sites.
+  const ts = Date.now();
 
   // Some history before the page exists: it must come from the query endpoint.
   await node.node.publishEvents(events(ts, ["berlin", "berlin"]));
@@ -117,6 +119,38 @@ test("the dashboard loads history, goes live and charts WebSocket updates", asyn
 
     await page.screenshot({ path: "/tmp/tally-dashboard.png", fullPage: true });
     assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
+test("the dashboard reconnects after the socket drops and backfills what it missed", async () => {
+  const node = running!;
+  const port = node.http.port;
+  const page = await browser!.newPage({ viewport: { width: 1200, height: 720 } });
+  try {
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.locator("#conn").filter({ hasText: /^live$/ }).waitFor({ timeout: 15_000 });
+    await page.waitForFunction(() => Number(document.querySelector("#chart")?.getAttribute("data-points")) >= 2, null, { timeout: 15_000 });
+    const pointsBefore = await attr(page, "data-points");
+
+    // Take the HTTP edge away: the page notices and retries with backoff.
+    await node.http.close();
+    await page.locator("#conn").filter({ hasText: /offline/ }).waitFor({ timeout: 10_000 });
+
+    // A new series while the page is disconnected; it must arrive through the re-query on reconnect.
+    await node.node.publishEvents(events(Date.now(), ["paris"]));
+    await eventually(async () => ((await node.node.query({ metric: "events", window: "1m", from: 0, to: Date.now() + 60_000, where: { site: "paris" } })).length ? true : undefined), 15_000, "the paris window");
+    restartedHttp = await startHttp(node.node, port);
+
+    await page.locator("#conn").filter({ hasText: /^live$/ }).waitFor({ timeout: 20_000 });
+    await page.waitForFunction((n) => Number(document.querySelector("#chart")?.getAttribute("data-points")) === n, pointsBefore + 1, { timeout: 10_000 });
+
+    // And live updates flow again on the new socket.
+    const updatesBefore = await attr(page, "data-updates");
+    await node.node.publishEvents(events(Date.now(), ["oslo"]));
+    await page.waitForFunction((n) => Number(document.querySelector("#chart")?.getAttribute("data-points")) === n, pointsBefore + 2, { timeout: 10_000 });
+    assert.ok((await attr(page, "data-updates")) > updatesBefore);
   } finally {
     await page.close();
   }

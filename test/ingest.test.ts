@@ -174,6 +174,7 @@ test("bad input goes to the DLQ with its reason and bytes, and the node keeps ag
       ["telemetry.r1.status", JSON.stringify({ id: "x5", ts: now, tags: { site: 3 } }), "bad_tags"],
       ["telemetry.r1.status", JSON.stringify({ id: "x6", ts: now, tags: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`t${i}`, "v"])) }), "too_many_tags"],
       ["telemetry.r1.status", JSON.stringify("just a string"), "not_an_object"],
+      ["telemetry.r1.status.extra", JSON.stringify({ id: "x7", ts: now }), "bad_subject"],
     ];
     for (const [subject, payload] of bad) nc.publish(subject, payload);
     const pb = headers();
