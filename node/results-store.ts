@@ -19,11 +19,11 @@ export interface ResultQuery {
 export class ResultsStore {
   constructor(private readonly store: StateStore) {}
 
-  /** Stores `result` unless a later revision is already there. True if stored. */
+  /** Stores `result` unless a newer one is already there. True if stored. */
   async put(result: WindowResult): Promise<boolean> {
     const key = storageKey(result.metric, result.window, result.start, JSON.stringify(result.dims));
     const existing = await this.store.get(key);
-    if (existing && (JSON.parse(Buffer.from(existing).toString()) as WindowResult).revision > result.revision) return false;
+    if (existing && isNewer(JSON.parse(Buffer.from(existing).toString()) as WindowResult, result)) return false;
     await this.store.write([[key, Buffer.from(JSON.stringify(result))]]);
     return true;
   }
@@ -37,6 +37,14 @@ export class ResultsStore {
     }
     return out;
   }
+}
+
+/**
+ * Revisions order final and corrected results; provisional ones (all revision 0) only grow, so
+ * the one with more events is the later. A redelivered older result never replaces a newer one.
+ */
+function isNewer(a: WindowResult, b: WindowResult): boolean {
+  return a.revision > b.revision || (a.revision === b.revision && a.revision === 0 && a.eventCount > b.eventCount);
 }
 
 function matches(dims: Record<string, string>, where: Record<string, string>): boolean {

@@ -1,8 +1,11 @@
 #!/bin/sh
-# Regenerates proto/gen/ from proto/*.proto (used by `make proto`). Works offline.
+# Regenerates proto/gen/ from proto/*.proto (used by `make proto`). The generated code is
+# committed, so building Tally never needs buf. buf is fetched on demand from the npm registry
+# (not a devDependency: the registry mirror here lacks some of its optional platform packages,
+# which makes `npm ci` refuse the lock file).
 set -eu
 cd "$(dirname "$0")"
-BUF="../node_modules/@bufbuild/buf/bin/buf"
-node "$BUF" lint
+BUF="npm exec --yes --package=@bufbuild/buf@1.75.0 -- buf"
+$BUF lint
 rm -rf gen
-node "$BUF" generate
+$BUF generate
