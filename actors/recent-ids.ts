@@ -25,6 +25,12 @@ export class RecentIds {
     return false;
   }
 
+  /** Remember ids recovered from a log (they count as seen now: kept for at least one more horizon). */
+  restore(ids: Iterable<string>, now: number): void {
+    this.rotate(now);
+    for (const id of ids) this.generations[0]!.add(id);
+  }
+
   get size(): number {
     let n = 0;
     for (const g of this.generations) n += g.size;

@@ -18,9 +18,19 @@ export interface WindowPartial {
 export interface RoutedBatch {
   /** Partials per shard, one per actor key. */
   byShard: Map<number, WindowPartial[]>;
-  /** Events that matched at least one rule. */
-  matched: number;
+  /** Per event, in input order: what became of it. */
+  outcomes: Uint8Array;
 }
+
+/** What became of an event: the best over all rules decides. */
+export const Outcome = {
+  /** Matched no rule. */
+  Unmatched: 0,
+  /** Matched rules only for windows already past their correction horizon. */
+  TooLate: 1,
+  /** Aggregated into at least one window. */
+  Aggregated: 2,
+} as const;
 
 /**
  * The router's pure core: matches events to rules, assigns event-time windows and combines
@@ -47,17 +57,21 @@ export class Router {
     this.byKind = byKind;
   }
 
-  route(events: readonly TelemetryEvent[]): RoutedBatch {
+  /**
+   * `watermark`: the event time before which windows past `end + lateness + horizon` take no
+   * more events. It must be deterministic for a given input (a replay routes the same way).
+   */
+  route(events: readonly TelemetryEvent[], watermark = -Infinity): RoutedBatch {
     const partials = new Map<string, WindowPartial>();
-    let matched = 0;
+    const outcomes = new Uint8Array(events.length);
     const any = this.byKind.get("*") ?? [];
-    for (const event of events) {
-      let hit = false;
+    events.forEach((event, i) => {
+      let outcome: number = Outcome.Unmatched;
       const rules = this.byKind.get(event.kind);
-      if (rules) for (const rule of rules) hit = this.add(rule, event, partials) || hit;
-      for (const rule of any) hit = this.add(rule, event, partials) || hit;
-      if (hit) matched++;
-    }
+      if (rules) for (const rule of rules) outcome = Math.max(outcome, this.add(rule, event, partials, watermark));
+      for (const rule of any) outcome = Math.max(outcome, this.add(rule, event, partials, watermark));
+      outcomes[i] = outcome;
+    });
     const byShard = new Map<number, WindowPartial[]>();
     for (const partial of partials.values()) {
       const shard = shardOf(partial.key, this.shardCount);
@@ -65,17 +79,20 @@ export class Router {
       if (list) list.push(partial);
       else byShard.set(shard, [partial]);
     }
-    return { byShard, matched };
+    return { byShard, outcomes };
   }
 
-  private add(rule: MetricRule, event: TelemetryEvent, partials: Map<string, WindowPartial>): boolean {
-    for (const tag in rule.where) if (event.tags[tag] !== rule.where[tag]) return false;
+  private add(rule: MetricRule, event: TelemetryEvent, partials: Map<string, WindowPartial>, watermark: number): number {
+    for (const tag in rule.where) if (event.tags[tag] !== rule.where[tag]) return Outcome.Unmatched;
     const value = rule.value === undefined ? 0 : event.values[rule.value];
-    if (value === undefined) return false;
+    if (value === undefined) return Outcome.Unmatched;
     const dimValues = rule.groupBy.map((name) => dimensionValue(event, name));
     const dimsId = JSON.stringify(dimValues);
+    let outcome: number = Outcome.TooLate;
     for (const window of rule.windows) {
       for (const start of windowStarts(window, event.ts)) {
+        if (start + window.sizeMs + rule.latenessMs + rule.horizonMs <= watermark) continue;
+        outcome = Outcome.Aggregated;
         const key = actorKey(rule.name, window.id, start, dimsId);
         let partial = partials.get(key);
         if (!partial) {
@@ -87,7 +104,7 @@ export class Router {
         addValue(partial.agg, value);
       }
     }
-    return true;
+    return outcome;
   }
 }
 

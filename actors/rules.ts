@@ -18,9 +18,11 @@ export interface MetricRule {
   readonly windows: readonly WindowSpec[];
   /** How long after a window's end (in event time) it stays provisional before it is final. */
   readonly latenessMs: number;
+  /** After the final result, late events still correct the window for this long (event time); later ones go to the DLQ as `too_late`. */
+  readonly horizonMs: number;
 }
 
-export const ruleDefaults = { window: "1m", lateness: "1m" } as const;
+export const ruleDefaults = { window: "1m", lateness: "1m", horizon: "2h" } as const;
 
 const metricName = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -72,9 +74,11 @@ export function parseRule(input: unknown, index = 0): MetricRule {
   if (!Array.isArray(windowInput) || windowInput.length === 0) throw new Error(`${at}: "windows" must be a non-empty list`);
   let windows: WindowSpec[];
   let latenessMs: number;
+  let horizonMs: number;
   try {
     windows = windowInput.map(parseWindow);
     latenessMs = parseDuration((m.lateness as string | undefined) ?? ruleDefaults.lateness);
+    horizonMs = parseDuration((m.horizon as string | undefined) ?? ruleDefaults.horizon);
   } catch (e) {
     throw new Error(`${at}: ${(e as Error).message}`);
   }
@@ -87,5 +91,6 @@ export function parseRule(input: unknown, index = 0): MetricRule {
     aggregates: aggregates as AggregateName[],
     windows,
     latenessMs,
+    horizonMs,
   };
 }

@@ -35,8 +35,8 @@ interface WindowState {
 
 /**
  * One window of one series: merges partials, emits provisional results (throttled, only on
- * change) while open, a final result when its event-time timer fires, and a correction for late
- * partials after that. It passivates once final, and is reactivated from its snapshot by a late
+ * change) while open, a final result when its event-time timer fires, and a correction for each
+ * late partial after that. It passivates once final, and is reactivated from its snapshot by a late
  * partial.
  */
 export class WindowActor implements Actor<WindowMessage> {
@@ -58,7 +58,7 @@ export class WindowActor implements Actor<WindowMessage> {
         return this.onFire(message.watermark, ctx);
       case "emit":
         this.emitPending = false;
-        if (this.changed) this.publish(ctx);
+        if (this.changed && this.state?.status === "open") this.send();
         return;
     }
   }
@@ -91,11 +91,19 @@ export class WindowActor implements Actor<WindowMessage> {
       state.lateCount += partial.agg.count;
       return this.finalize(ctx);
     }
-    if (state.status !== "open") state.lateCount += partial.agg.count;
+    if (state.status !== "open") {
+      // A correction goes out at once, one revision per late partial, so a replay after a crash
+      // produces the same revisions with the same values.
+      state.lateCount += partial.agg.count;
+      state.status = "corrected";
+      state.revision++;
+      this.send();
+      return ctx.passivate();
+    }
     this.changed = true;
     if (this.emitPending) return;
     const wait = this.lastEmitAt + this.env.emitIntervalMs - this.env.now();
-    if (wait <= 0) return this.publish(ctx);
+    if (wait <= 0) return this.send();
     this.emitPending = true;
     ctx.setTimer("emit", wait, { type: "emit" });
   }
@@ -113,17 +121,6 @@ export class WindowActor implements Actor<WindowMessage> {
     ctx.cancelTimer("emit");
     this.send();
     ctx.passivate();
-  }
-
-  /** A provisional update while open; a correction (next revision) once final. */
-  private publish(ctx: ActorContext<WindowMessage>) {
-    const state = this.state!;
-    if (state.status !== "open") {
-      state.status = "corrected";
-      state.revision++;
-    }
-    this.send();
-    if (state.status === "corrected") ctx.passivate();
   }
 
   private send() {
@@ -153,6 +150,12 @@ export function windowActorKind(env: WindowActorEnv): ActorKind<WindowMessage> {
     name: "window",
     create: (key, stored) => new WindowActor(key, stored ? decodeState(stored) : undefined, env),
   };
+}
+
+/** What a restarted shard needs to know of a stored window: when its event-time timer is due, if still open. */
+export function storedWindowTimer(bytes: Uint8Array): { metric: string; end: number } | undefined {
+  const state = decodeState(bytes);
+  return state.status === "open" ? { metric: state.metric, end: state.end } : undefined;
 }
 
 function decodeState(bytes: Uint8Array): WindowState {

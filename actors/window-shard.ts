@@ -17,6 +17,8 @@ export interface PartitionMark {
  */
 export class WindowShard {
   private readonly marks = new Map<number, PartitionMark>();
+  /** Per partition, the last router batch applied (its last event sequence): replays are dropped. */
+  private readonly applied = new Map<number, number>();
   private readonly timers = new Map<number, Set<string>>();
   private dueTimes: number[] = [];
   private current = -Infinity;
@@ -31,10 +33,37 @@ export class WindowShard {
     return this.current;
   }
 
+  /** Applies one router batch's partials, unless this batch (or a later one) was applied already. */
+  applyBatch(partition: number, last: number, partials: WindowPartial[]): boolean {
+    if (last <= (this.applied.get(partition) ?? 0)) return false;
+    this.applied.set(partition, last);
+    for (const partial of partials) this.apply(partial);
+    return true;
+  }
+
   apply(partial: WindowPartial): void {
-    const fireAt = partial.end + this.latenessOf(partial.metric);
-    if (fireAt > this.current) this.addTimer(fireAt, partial.key);
+    this.schedule(partial.key, partial.end + this.latenessOf(partial.metric));
     this.actors.send(partial.key, { type: "partial", partial, watermark: this.current });
+  }
+
+  /** Make the window `key` fire when the watermark reaches `fireAt` (used when rebuilding after a restart). */
+  schedule(key: string, fireAt: number): void {
+    if (fireAt > this.current) this.addTimer(fireAt, key);
+  }
+
+  /** What must survive a restart besides the actors; timers are rebuilt from the actors' state. */
+  save(): ShardState {
+    return {
+      watermark: Number.isFinite(this.current) ? this.current : null,
+      applied: [...this.applied],
+      marks: [...this.marks].map(([p, m]) => [p, Number.isFinite(m.watermark) ? m.watermark : null, m.idle]),
+    };
+  }
+
+  restore(state: ShardState): void {
+    this.current = state.watermark ?? -Infinity;
+    for (const [p, last] of state.applied) this.applied.set(p, last);
+    for (const [p, wm, idle] of state.marks) this.marks.set(p, { watermark: wm ?? -Infinity, idle });
   }
 
   /** Record a partition's progress; fires every window the shard watermark passed. */
@@ -68,6 +97,12 @@ export class WindowShard {
     }
     keys.add(key);
   }
+}
+
+export interface ShardState {
+  watermark: number | null;
+  applied: [partition: number, last: number][];
+  marks: [partition: number, watermark: number | null, idle: boolean][];
 }
 
 function sortedIndex(sorted: number[], value: number): number {

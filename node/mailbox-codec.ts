@@ -7,7 +7,8 @@ import type { PartitionMark } from "../actors/window-shard.js";
  * only after every partial that contributed to it.
  */
 export type MailboxMessage =
-  | { type: "partials"; partition: number; partials: WindowPartial[] }
+  /** `first`..`last`: the event stream sequences of the router batch, so a replayed batch is recognised. */
+  | { type: "partials"; partition: number; first: number; last: number; partials: WindowPartial[] }
   | { type: "marks"; marks: [partition: number, PartitionMark][] };
 
 /** JSON for now (partials always hold at least one value, so no infinities); binary is a later step. */

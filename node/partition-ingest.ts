@@ -1,11 +1,14 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import { shardOf } from "../cluster/shards.js";
 import { decodePayload } from "../actors/decode.js";
 import type { Reject, TelemetryEvent, ValidationLimits } from "../actors/event.js";
 import { RecentIds } from "../actors/recent-ids.js";
-import type { Router } from "../actors/router.js";
+import { Outcome, type Router, type WindowPartial } from "../actors/router.js";
 import type { PartitionMark } from "../actors/window-shard.js";
+import { AuditTally } from "./audit.js";
 import { fileRejects, type RejectOrigin } from "./dead-letters.js";
 import { encodeMailbox } from "./mailbox-codec.js";
+import type { RouterLog } from "./router-log.js";
 import { subjects } from "./streams.js";
 
 export interface IngestSettings {
@@ -16,9 +19,10 @@ export interface IngestSettings {
   idleTimeoutMs: number;
   /** How long an event id is remembered to drop a re-published duplicate. */
   dedupHorizonMs: number;
+  shards: number;
 }
 
-/** Counts a user can reconcile: every accepted event is aggregated, filed in the DLQ, or a duplicate. */
+/** Live counters for status pages; the exact, crash-proof numbers are the `_audit` metric. */
 export interface IngestCounters {
   messages: number;
   events: number;
@@ -31,17 +35,26 @@ const protobufTypes = new Set(["application/protobuf", "application/x-protobuf"]
 
 /**
  * The router of one event partition: decode and validate (bad input to the DLQ), drop
- * duplicates, route to window actors' shards, then ack. Its watermark moves only after the
- * partials it reflects are stored in the mailbox stream.
+ * duplicates, route to window actors' shards, then ack.
+ *
+ * Exactly once: before any output, a batch is recorded in the router log (its sequence range,
+ * the ids it accepted, the watermark). After a crash the partition resumes from its log: the last
+ * logged batch is replayed with exactly the same boundaries, so its output carries the same
+ * identity and the shards drop what they had already applied.
  */
 export class PartitionIngest {
   private maxEventTime = -Infinity;
   private lastEventAt: number;
-  private readonly recent: RecentIds;
+  private recent: RecentIds;
+  /** The last logged batch, to replay exactly before anything new. */
+  private redo?: { first: number; last: number; buffer: JsMsg[] };
+  /** Event messages up to here are done (their batch is logged and was output). */
+  private doneThrough = 0;
 
   constructor(
     readonly partition: number,
     private readonly js: JetStreamClient,
+    private readonly log: RouterLog,
     private readonly router: Router,
     private readonly settings: IngestSettings,
     private readonly counters: IngestCounters,
@@ -51,51 +64,131 @@ export class PartitionIngest {
     this.recent = new RecentIds(settings.dedupHorizonMs, now());
   }
 
-  async handle(batch: JsMsg[]): Promise<void> {
+  /** Rebuilds state from the router log. Returns the event sequence to consume from. */
+  async recover(): Promise<number> {
     const now = this.now();
-    const events: TelemetryEvent[] = [];
-    const rejects: { reject: Reject; origin: RejectOrigin }[] = [];
-    let batchMax = -Infinity;
+    const { last, earlier } = await this.log.recover(this.partition, this.settings.dedupHorizonMs, now);
+    this.recent = new RecentIds(this.settings.dedupHorizonMs, now);
+    for (const { ids } of earlier) this.recent.restore(ids, now);
+    if (!last) return 1;
+    this.maxEventTime = last.prevMaxTs ?? -Infinity;
+    this.redo = { first: last.first, last: last.last, buffer: [] };
+    this.doneThrough = last.first - 1;
+    return last.first;
+  }
+
+  async handle(batch: JsMsg[]): Promise<void> {
+    let fresh: JsMsg[] = [];
     for (const m of batch) {
-      this.counters.messages++;
-      const [, , , source = "", kind = ""] = m.subject.split(".");
-      const protobuf = protobufTypes.has(m.headers?.get("Content-Type") ?? "");
-      const decoded = decodePayload(m.data, source, kind, protobuf, now, this.settings.limits);
-      decoded.rejects.forEach((reject, i) =>
-        rejects.push({ reject, origin: { subject: subjects.telemetry(source, kind), id: `${this.partition}:${m.seq}:${i}` } }),
-      );
-      for (const event of decoded.events) {
-        this.counters.events++;
-        if (this.recent.seen(event.id, now)) {
-          this.counters.duplicates++;
-          continue;
-        }
-        events.push(event);
-        if (event.ts > batchMax) batchMax = event.ts;
+      if (m.seq <= this.doneThrough) continue;
+      if (this.redo) {
+        if (m.seq <= this.redo.last) this.redo.buffer.push(m);
+        if (m.seq < this.redo.last) continue;
+        // The logged batch is complete (or its tail expired from the stream): replay it as logged.
+        const { buffer, first, last } = this.redo;
+        this.redo = undefined;
+        await this.process(buffer, first, last, true);
+        if (m.seq <= last) continue;
       }
+      fresh.push(m);
     }
-    this.counters.rejected += rejects.length;
-    const routed = this.router.route(events);
-    this.counters.unmatched += events.length - routed.matched;
-    const last = batch[batch.length - 1]!;
-    const publishes: Promise<unknown>[] = [fileRejects(this.js, rejects)];
-    for (const [shard, partials] of routed.byShard) {
-      const body = encodeMailbox({ type: "partials", partition: this.partition, partials });
-      publishes.push(this.js.publish(subjects.mailbox(shard), body, { msgID: `${this.partition}:${last.seq}:${shard}` }));
-    }
-    await Promise.all(publishes);
-    last.ack();
-    if (events.length > 0) {
-      this.lastEventAt = now;
-      if (batchMax > this.maxEventTime) this.maxEventTime = batchMax;
-    }
+    if (fresh.length > 0) await this.process(fresh, fresh[0]!.seq, fresh[fresh.length - 1]!.seq, false);
+    batch[batch.length - 1]!.ack();
   }
 
   /** This partition's watermark as of `now`. */
   mark(now: number): PartitionMark {
     const { outOfOrdernessMs, idleTimeoutMs } = this.settings;
     const own = this.maxEventTime - outOfOrdernessMs;
-    if (now - this.lastEventAt < idleTimeoutMs) return { watermark: own, idle: false };
+    if (now - this.lastEventAt < idleTimeoutMs || this.redo) return { watermark: own, idle: false };
     return { watermark: Math.max(own, now - outOfOrdernessMs), idle: true };
   }
+
+  private async process(messages: JsMsg[], first: number, last: number, logged: boolean): Promise<void> {
+    const now = this.now();
+    const events: TelemetryEvent[] = [];
+    /** Per accepted event: arrival minute source (JetStream's stored time) and a stable reject id. */
+    const arrivals: number[] = [];
+    const rejectIds: string[] = [];
+    const rejects: { reject: Reject; origin: RejectOrigin }[] = [];
+    const audit = new AuditTally();
+    let batchMax = -Infinity;
+    for (const m of messages) {
+      this.counters.messages++;
+      const arrivedAt = Math.floor(m.info.timestampNanos / 1e6);
+      const [, , , source = "", kind = ""] = m.subject.split(".");
+      const protobuf = protobufTypes.has(m.headers?.get("Content-Type") ?? "");
+      const decoded = decodePayload(m.data, source, kind, protobuf, now, this.settings.limits);
+      decoded.rejects.forEach((reject, i) =>
+        rejects.push({ reject, origin: { subject: subjects.telemetry(source, kind), id: `${this.partition}:${m.seq}:${i}` } }),
+      );
+      audit.add(arrivedAt, "accepted", decoded.events.length + decoded.rejects.length);
+      audit.add(arrivedAt, "dlq", decoded.rejects.length);
+      decoded.events.forEach((event, i) => {
+        this.counters.events++;
+        if (this.recent.seen(event.id, now)) {
+          this.counters.duplicates++;
+          audit.add(arrivedAt, "duplicates");
+          return;
+        }
+        events.push(event);
+        arrivals.push(arrivedAt);
+        rejectIds.push(`${this.partition}:${m.seq}:late${i}`);
+        if (event.ts > batchMax) batchMax = event.ts;
+      });
+    }
+
+    // Lateness is judged against the watermark before this batch: the same on a replay.
+    const routed = this.router.route(events, this.maxEventTime - this.settings.outOfOrdernessMs);
+    events.forEach((event, i) => {
+      const outcome = routed.outcomes[i];
+      if (outcome === Outcome.Aggregated) return audit.add(arrivals[i]!, "aggregated");
+      if (outcome === Outcome.Unmatched) {
+        this.counters.unmatched++;
+        return audit.add(arrivals[i]!, "unmatched");
+      }
+      audit.add(arrivals[i]!, "dlq");
+      const { source, kind, ...original } = event;
+      rejects.push({
+        reject: {
+          reason: "too_late",
+          detail: `event time ${new Date(event.ts).toISOString()} is past the correction horizon of every matching window`,
+          raw: Buffer.from(JSON.stringify(original)),
+        },
+        origin: { subject: subjects.telemetry(source, kind), id: rejectIds[i]! },
+      });
+    });
+    this.counters.rejected += rejects.length;
+
+    const prevMaxTs = this.maxEventTime;
+    const maxTs = Math.max(prevMaxTs, batchMax);
+    if (!logged) {
+      await this.log.append({
+        partition: this.partition,
+        first,
+        last,
+        prevMaxTs: Number.isFinite(prevMaxTs) ? prevMaxTs : null,
+        maxTs: Number.isFinite(maxTs) ? maxTs : null,
+        ids: events.map((e) => e.id),
+        at: now,
+      });
+    }
+    const byShard = routed.byShard;
+    for (const partial of audit.partials()) addTo(byShard, shardOf(partial.key, this.settings.shards), partial);
+    const publishes: Promise<unknown>[] = [fileRejects(this.js, rejects)];
+    for (const [shard, partials] of byShard) {
+      const body = encodeMailbox({ type: "partials", partition: this.partition, first, last, partials });
+      publishes.push(this.js.publish(subjects.mailbox(shard), body, { msgID: `${this.partition}:${last}:${shard}` }));
+    }
+    await Promise.all(publishes);
+    this.doneThrough = last;
+    if (events.length > 0) this.lastEventAt = now;
+    this.maxEventTime = maxTs;
+  }
+}
+
+function addTo(byShard: Map<number, WindowPartial[]>, shard: number, partial: WindowPartial) {
+  const list = byShard.get(shard);
+  if (list) list.push(partial);
+  else byShard.set(shard, [partial]);
 }

@@ -11,6 +11,7 @@ export const subjects = {
   mailbox: (shard: number | "*") => `tally.mailbox.${shard}`,
   results: (metric: string, window: string) => `results.${metric}.${window}`,
   dlq: (reason: string) => `tally.dlq.${reason}`,
+  routerLog: (partition: number) => `tally.routerlog.${partition}`,
 };
 
 export const streams = {
@@ -18,18 +19,23 @@ export const streams = {
   mailbox: "TALLY_MAILBOX",
   results: "TALLY_RESULTS",
   dlq: "TALLY_DLQ",
+  routerLog: "TALLY_ROUTER_LOG",
 } as const;
 
-const day = 86_400_000;
+const hour = 3_600_000;
+const day = 24 * hour;
 const ns = (ms: number) => ms * 1_000_000;
 
 export interface StreamOptions {
   eventRetentionMs: number;
+  /** JetStream's own de-duplication by Nats-Msg-Id on the events stream (for publishers that set it). */
   dedupWindowMs: number;
+  /** How long routers remember event ids: the router log keeps at least this much. */
+  dedupHorizonMs: number;
   replicas: number;
 }
 
-export const defaultStreamOptions: StreamOptions = { eventRetentionMs: 7 * day, dedupWindowMs: 2 * 60_000, replicas: 1 };
+export const defaultStreamOptions: StreamOptions = { eventRetentionMs: 7 * day, dedupWindowMs: 2 * 60_000, dedupHorizonMs: 10 * 60_000, replicas: 1 };
 
 /** Creates Tally's streams, or updates them to the wanted limits. Idempotent; every node calls it at start. */
 export async function ensureStreams(nc: NatsConnection, opts: StreamOptions = defaultStreamOptions): Promise<JetStreamManager> {
@@ -37,9 +43,10 @@ export async function ensureStreams(nc: NatsConnection, opts: StreamOptions = de
   const base = { storage: StorageType.File, num_replicas: opts.replicas, retention: RetentionPolicy.Limits };
   const wanted: (Partial<StreamConfig> & { name: string })[] = [
     { ...base, name: streams.events, subjects: ["tally.events.>", "telemetry.>"], max_age: ns(opts.eventRetentionMs), duplicate_window: ns(opts.dedupWindowMs) },
-    { ...base, name: streams.mailbox, subjects: ["tally.mailbox.>"], max_age: ns(1 * day), duplicate_window: ns(opts.dedupWindowMs) },
-    { ...base, name: streams.results, subjects: ["results.>"], max_age: ns(7 * day), duplicate_window: ns(opts.dedupWindowMs) },
-    { ...base, name: streams.dlq, subjects: ["tally.dlq.>"], max_age: ns(30 * day) },
+    { ...base, name: streams.mailbox, subjects: ["tally.mailbox.>"], max_age: ns(1 * day), duplicate_window: ns(hour) },
+    { ...base, name: streams.results, subjects: ["results.>"], max_age: ns(7 * day), duplicate_window: ns(hour) },
+    { ...base, name: streams.dlq, subjects: ["tally.dlq.>"], max_age: ns(30 * day), duplicate_window: ns(hour) },
+    { ...base, name: streams.routerLog, subjects: ["tally.routerlog.>"], max_age: ns(Math.max(day, opts.dedupHorizonMs + hour)), duplicate_window: ns(hour) },
   ];
   for (const config of wanted) {
     try {

@@ -6,17 +6,18 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { defaultLimits, type ValidationLimits } from "../actors/event.js";
 import { Router } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
-import { windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
-import { WindowShard } from "../actors/window-shard.js";
-import { ActorSystem } from "../runtime/actor-system.js";
 import { RocksStateStore } from "../runtime/state-store.js";
+import { auditRule } from "./audit.js";
 import { consumeInBatches, type BatchLoop } from "./batched-consumer.js";
-import { decodeMailbox, encodeMailbox } from "./mailbox-codec.js";
+import { encodeMailbox } from "./mailbox-codec.js";
 import { PartitionIngest, type IngestCounters } from "./partition-ingest.js";
-import { fileStrays } from "./stray-events.js";
 import { ResultsStore, type ResultQuery } from "./results-store.js";
+import { RouterLog } from "./router-log.js";
+import { ShardHost } from "./shard-host.js";
+import { fileStrays } from "./stray-events.js";
 import { ensureConsumer, ensureStreams, streams, subjects } from "./streams.js";
+import { SupervisedConsumer } from "./supervised-consumer.js";
 
 export interface NodeOptions {
   natsUrl: string;
@@ -35,6 +36,8 @@ export interface NodeOptions {
   emitIntervalMs?: number;
   /** Passivate window actors idle this long. */
   actorIdleMs?: number;
+  /** How often window state and the mailbox position are checkpointed together. */
+  checkpointIntervalMs?: number;
   maxBatch?: number;
   limits?: ValidationLimits;
 }
@@ -48,6 +51,7 @@ export const nodeDefaults = {
   watermarkIntervalMs: 200,
   emitIntervalMs: 250,
   actorIdleMs: 60_000,
+  checkpointIntervalMs: 1_000,
   maxBatch: 1_000,
 };
 
@@ -66,11 +70,11 @@ export class TallyNode {
   private nc!: NatsConnection;
   private js!: JetStreamClient;
   private store!: RocksStateStore;
-  private actors!: ActorSystem<WindowMessage>;
-  private router!: Router;
+  private host!: ShardHost;
   private results!: ResultsStore;
-  private readonly shards = new Map<number, WindowShard>();
   private readonly ingests: PartitionIngest[] = [];
+  private readonly routers: SupervisedConsumer[] = [];
+  private shardConsumer?: SupervisedConsumer;
   private readonly loops: BatchLoop[] = [];
   private readonly listeners = new Set<ResultListener>();
   private watermarkTimer?: NodeJS.Timeout;
@@ -91,39 +95,60 @@ export class TallyNode {
     return this.rules;
   }
 
+  /** The rules actors see: the user's plus the built-in audit. */
+  private allRules(): readonly MetricRule[] {
+    return [...this.rules, auditRule];
+  }
+
   async start(): Promise<void> {
     const s = this.settings;
     this.nc = await connect({ servers: this.options.natsUrl, name: `tally-${this.id}`, maxReconnectAttempts: -1 });
     this.js = jetstream(this.nc);
-    const jsm = await ensureStreams(this.nc, { eventRetentionMs: 7 * 86_400_000, dedupWindowMs: 2 * 60_000, replicas: 1 });
+    const jsm = await ensureStreams(this.nc, {
+      eventRetentionMs: 7 * 86_400_000,
+      dedupWindowMs: 2 * 60_000,
+      dedupHorizonMs: s.dedupHorizonMs,
+      replicas: 1,
+    });
     this.store = await RocksStateStore.open(join(this.options.dataDir, "rocksdb"));
     this.results = new ResultsStore(this.store);
-    this.actors = new ActorSystem(
-      windowActorKind({
-        rule: (metric) => this.rules.find((r) => r.name === metric),
-        emit: (result) => this.publishResult(result),
-        emitIntervalMs: s.emitIntervalMs,
-        now: Date.now,
-      }),
-      this.store,
-      { idleMs: s.actorIdleMs },
-    );
-    const latenessOf = (metric: string) => this.rules.find((r) => r.name === metric)?.latenessMs ?? 0;
-    for (let shard = 0; shard < s.shards; shard++) this.shards.set(shard, new WindowShard(shard, this.actors, latenessOf));
-    this.router = new Router(this.rules, s.shards);
+    const rules = [...this.allRules()];
+    this.host = new ShardHost(this.store, () => rules, (result) => this.publishResult(result), s);
+    const router = new Router(this.rules, s.shards);
+    const log = new RouterLog(this.js, jsm);
+    const logError = (message: string) => console.error(`tally ${this.id}: ${message}`);
 
     // Results first, so nothing emitted below is missed by this node's view.
     await ensureConsumer(jsm, streams.results, `results-${this.id}`, "results.>");
     this.loops.push(await this.consume(streams.results, `results-${this.id}`, (batch) => this.storeResults(batch)));
 
-    await ensureConsumer(jsm, streams.mailbox, "shards", "tally.mailbox.>");
-    this.loops.push(await this.consume(streams.mailbox, "shards", (batch) => this.deliver(batch)));
+    this.shardConsumer = new SupervisedConsumer(this.js, jsm, {
+      name: "shards",
+      stream: streams.mailbox,
+      filter: "tally.mailbox.>",
+      maxBatch: s.maxBatch,
+      maxAckPending: 200_000,
+      recover: () => this.host.recover(),
+      handle: (batch) => this.host.deliver(batch),
+      log: logError,
+    });
+    await this.shardConsumer.start();
 
     for (let p = 0; p < s.partitions; p++) {
-      const ingest = new PartitionIngest(p, this.js, this.router, s, this.counters);
+      const ingest = new PartitionIngest(p, this.js, log, router, s, this.counters);
       this.ingests.push(ingest);
-      await ensureConsumer(jsm, streams.events, `router-${p}`, subjects.events(p));
-      this.loops.push(await this.consume(streams.events, `router-${p}`, (batch) => ingest.handle(batch)));
+      const supervised = new SupervisedConsumer(this.js, jsm, {
+        name: `router-${p}`,
+        stream: streams.events,
+        filter: subjects.events(p),
+        maxBatch: s.maxBatch,
+        maxAckPending: 20_000,
+        recover: () => ingest.recover(),
+        handle: (batch) => ingest.handle(batch),
+        log: logError,
+      });
+      this.routers.push(supervised);
+      await supervised.start();
     }
     await ensureConsumer(jsm, streams.events, "strays", subjects.strays);
     this.loops.push(
@@ -136,20 +161,22 @@ export class TallyNode {
     this.ready = true;
   }
 
+  /** Graceful: routers stop, the window actors checkpoint, then the connection drains. */
   async stop(): Promise<void> {
     this.ready = false;
     clearInterval(this.watermarkTimer);
+    for (const router of this.routers) await router.stop();
+    await this.shardConsumer?.stop();
+    await this.host.checkpoint().catch((e) => console.error(`tally ${this.id}: final checkpoint failed: ${(e as Error).message}`));
+    this.host.actors.reset();
     for (const loop of this.loops.reverse()) await loop.stop();
-    await this.actors.stop();
     await this.nc.drain();
     await this.store.close();
   }
 
   /** The node's event-time watermark: the least of its shards'. */
   get watermark(): number {
-    let wm = Infinity;
-    for (const shard of this.shards.values()) wm = Math.min(wm, shard.watermark);
-    return wm;
+    return this.host?.watermark ?? -Infinity;
   }
 
   query(q: ResultQuery): Promise<WindowResult[]> {
@@ -172,10 +199,11 @@ export class TallyNode {
       node: this.id,
       ready: this.ready,
       watermark: finiteOrNull(this.watermark),
-      activeWindows: this.actors?.activeCount ?? 0,
+      activeWindows: this.host?.actors.activeCount ?? 0,
+      checkpoints: this.host?.checkpoints ?? 0,
       counters: this.counters,
       partitions: this.ingests.map((i) => ({ partition: i.partition, ...i.mark(Date.now()) })),
-      shards: [...this.shards.values()].map((s) => ({ shard: s.id, watermark: finiteOrNull(s.watermark), pendingTimers: s.pendingTimers })),
+      shards: [...(this.host?.shards.values() ?? [])].map((s) => ({ shard: s.id, watermark: finiteOrNull(s.watermark), pendingTimers: s.pendingTimers })),
     };
   }
 
@@ -185,31 +213,20 @@ export class TallyNode {
       .then((c) => consumeInBatches(c, this.settings.maxBatch, handle, (e) => console.error(`${consumer}:`, e)));
   }
 
-  private async deliver(batch: JsMsg[]): Promise<void> {
-    for (const m of batch) {
-      const shard = this.shards.get(Number(m.subject.slice(m.subject.lastIndexOf(".") + 1)));
-      if (!shard) continue;
-      const message = decodeMailbox(m.data);
-      if (message.type === "partials") for (const partial of message.partials) shard.apply(partial);
-      else for (const [partition, mark] of message.marks) shard.mark(partition, mark);
-    }
-    batch[batch.length - 1]!.ack();
-  }
-
   private async sendWatermarks(): Promise<void> {
     const now = Date.now();
     const body = encodeMailbox({ type: "marks", marks: this.ingests.map((i) => [i.partition, i.mark(now)]) });
     try {
-      await Promise.all([...this.shards.keys()].map((shard) => this.js.publish(subjects.mailbox(shard), body)));
+      await Promise.all([...this.host.shards.keys()].map((shard) => this.js.publish(subjects.mailbox(shard), body)));
     } catch (e) {
       if (this.ready) console.error("watermarks:", (e as Error).message);
     }
   }
 
-  private publishResult(result: WindowResult): void {
+  private publishResult(result: WindowResult): Promise<unknown> {
     const subject = subjects.results(result.metric, result.window);
     const options = result.status === "provisional" ? {} : { msgID: resultId(result) };
-    this.js.publish(subject, JSON.stringify(result), options).catch((e) => console.error("result publish:", (e as Error).message));
+    return this.js.publish(subject, JSON.stringify(result), options);
   }
 
   private async storeResults(batch: JsMsg[]): Promise<void> {

@@ -2,7 +2,7 @@ import type { Actor, ActorContext, ActorKind } from "./actor.js";
 import type { StateStore } from "./state-store.js";
 
 export interface ActorSystemOptions {
-  /** Passivate an actor that received nothing for this long (its state is persisted first). */
+  /** Passivate an actor that received nothing for this long. */
   idleMs?: number;
   /** Where a failing `receive` is reported; the actor stays alive and takes its next message. */
   onError?: (key: string, error: unknown) => void;
@@ -13,7 +13,7 @@ interface Activation<M> {
   actor?: Actor<M>;
   readonly queue: M[];
   running: boolean;
-  /** Changed since its state was last written to the store. */
+  /** Changed since its state was last checkpointed. */
   dirty: boolean;
   passivateRequested: boolean;
   idleTimer?: NodeJS.Timeout;
@@ -23,19 +23,21 @@ interface Activation<M> {
 
 /**
  * Hosts the activations of one actor kind on this node. State lives in the store under
- * `actor/<kind>/<key>`; `checkpoint` writes every changed actor in one atomic batch with
- * whatever position the caller wants recorded beside it.
+ * `actor/<kind>/<key>` and is written only by `checkpoint`, in one atomic batch with whatever
+ * position the caller records beside it: so the store always holds the actors exactly as of a
+ * recorded position, and a crash rolls every actor back to the same point. A passivated actor's
+ * snapshot waits in memory until that checkpoint (and serves its reactivation meanwhile).
  */
 export class ActorSystem<M> {
   private readonly activations = new Map<string, Activation<M>>();
+  /** Snapshots of passivated actors not yet checkpointed; `null` means "delete". */
+  private readonly unsaved = new Map<string, Uint8Array | null>();
   private readonly idleMs: number;
   private readonly onError: (key: string, error: unknown) => void;
-  private readonly prefix: string;
-  /** Snapshots of passivated actors still being written: a reactivation waits for them. */
-  private readonly persisting = new Map<string, Promise<void>>();
+  readonly prefix: string;
   private pending = 0;
   private drained: (() => void)[] = [];
-  private stopped = false;
+  private generation = 0;
 
   constructor(
     private readonly kind: ActorKind<M>,
@@ -49,16 +51,10 @@ export class ActorSystem<M> {
 
   /** Queue `message` for the actor `key`, activating it if needed. Never blocks. */
   send(key: string, message: M): void {
-    if (this.stopped) throw new Error(`actor system ${this.kind.name} is stopped`);
     const activation = this.activations.get(key) ?? this.activate(key);
     activation.queue.push(message);
     this.pending++;
     if (!activation.running) void this.drain(activation);
-  }
-
-  /** Send `message` to every active actor (a watermark, a tick). */
-  broadcast(message: M): void {
-    for (const key of this.activations.keys()) this.send(key, message);
   }
 
   get activeCount(): number {
@@ -72,31 +68,63 @@ export class ActorSystem<M> {
   }
 
   /**
-   * Persist every actor changed since the last checkpoint, together with `extra` entries, in one
-   * atomic write. Call it when the system is idle, or the snapshot may miss queued messages.
+   * Persist every actor changed since the last checkpoint (active or passivated), together with
+   * `extra` entries, in one atomic write. Waits for queued messages first.
    */
-  async checkpoint(extra: [string, Uint8Array][] = []): Promise<void> {
+  async checkpoint(extra: [string, Uint8Array][] = [], deletes: string[] = []): Promise<void> {
+    await this.idle();
     const puts: [string, Uint8Array][] = [...extra];
-    const deletes: string[] = [];
+    const removed = [...deletes];
+    // Collected synchronously, so a message processed during the write marks its actor dirty again.
+    const saved = new Map(this.unsaved);
+    this.unsaved.clear();
+    for (const [key, state] of saved) {
+      if (state) puts.push([this.prefix + key, state]);
+      else removed.push(this.prefix + key);
+    }
+    const collected: Activation<M>[] = [];
     for (const activation of this.activations.values()) {
       if (!activation.dirty || !activation.actor) continue;
-      this.collect(activation, puts, deletes);
+      const state = activation.actor.snapshot();
+      if (state) puts.push([this.prefix + activation.key, state]);
+      else removed.push(this.prefix + activation.key);
+      activation.dirty = false;
+      collected.push(activation);
     }
-    await this.store.write(puts, deletes);
+    try {
+      await this.store.write(puts, removed);
+    } catch (e) {
+      for (const [key, state] of saved) if (!this.unsaved.has(key)) this.unsaved.set(key, state);
+      for (const activation of collected) activation.dirty = true;
+      throw e;
+    }
   }
 
-  /** Passivate every actor (persisting its state) and refuse further messages. */
-  async stop(): Promise<void> {
-    await this.idle();
-    this.stopped = true;
-    const puts: [string, Uint8Array][] = [];
-    const deletes: string[] = [];
-    for (const activation of this.activations.values()) {
-      this.clearTimers(activation);
-      if (activation.dirty && activation.actor) this.collect(activation, puts, deletes);
-    }
+  /** Checkpoint, then drop every activation: a clean shutdown. */
+  async stop(extra: [string, Uint8Array][] = []): Promise<void> {
+    await this.checkpoint(extra);
+    this.reset();
+  }
+
+  /**
+   * Forget everything not checkpointed: every activation, timer and unsaved snapshot. The next
+   * message reactivates from the store, i.e. from the last checkpoint. Used to recover from a
+   * failure without restarting the process.
+   */
+  reset(): void {
+    this.generation++;
+    for (const activation of this.activations.values()) this.clearTimers(activation);
     this.activations.clear();
-    await this.store.write(puts, deletes);
+    this.unsaved.clear();
+    this.pending = 0;
+    for (const resolve of this.drained.splice(0)) resolve();
+  }
+
+  /** Every actor key with state: checkpointed, unsaved or active. For rebuilding indexes after a restart. */
+  async *storedStates(): AsyncIterable<[string, Uint8Array]> {
+    for await (const [key, value] of this.store.scan(this.prefix, this.prefix + "\uffff")) {
+      yield [key.slice(this.prefix.length), value];
+    }
   }
 
   private activate(key: string): Activation<M> {
@@ -135,16 +163,19 @@ export class ActorSystem<M> {
   }
 
   private async drain(activation: Activation<M>): Promise<void> {
+    const generation = this.generation;
     activation.running = true;
     if (activation.idleTimer) clearTimeout(activation.idleTimer);
     let processed = 0;
     try {
       if (!activation.actor) {
-        await this.persisting.get(activation.key);
-        const state = await this.store.get(this.prefix + activation.key);
+        const state = this.unsaved.has(activation.key)
+          ? (this.unsaved.get(activation.key) ?? undefined)
+          : await this.store.get(this.prefix + activation.key);
+        if (generation !== this.generation) return;
         activation.actor = this.kind.create(activation.key, state);
       }
-      while (activation.queue.length > 0) {
+      while (activation.queue.length > 0 && generation === this.generation) {
         const message = activation.queue.shift()!;
         processed++;
         try {
@@ -156,48 +187,26 @@ export class ActorSystem<M> {
         activation.dirty = true;
       }
       activation.running = false;
-      if (activation.passivateRequested) await this.passivate(activation);
-      else {
-        activation.idleTimer = setTimeout(
-          () => this.passivate(activation).catch((e) => this.onError(activation.key, e)),
-          this.idleMs,
-        );
-      }
+      if (generation !== this.generation) return;
+      if (activation.passivateRequested) this.passivate(activation);
+      else activation.idleTimer = setTimeout(() => this.passivate(activation), this.idleMs);
     } catch (e) {
-      // Activation or persistence failed (state unreadable, disk full): report it, drop what was queued.
+      // The state could not be read: report it and drop what was queued.
       this.onError(activation.key, e);
       processed += activation.queue.length;
       activation.queue.length = 0;
       activation.running = false;
       if (this.activations.get(activation.key) === activation) this.activations.delete(activation.key);
     } finally {
-      // Settled only now, so `idle()` also covers the passivation write.
-      this.settle(processed);
+      if (generation === this.generation) this.settle(processed);
     }
   }
 
-  private async passivate(activation: Activation<M>): Promise<void> {
+  private passivate(activation: Activation<M>): void {
     if (activation.running || this.activations.get(activation.key) !== activation) return;
     this.activations.delete(activation.key);
     this.clearTimers(activation);
-    if (!activation.dirty || !activation.actor) return;
-    const puts: [string, Uint8Array][] = [];
-    const deletes: string[] = [];
-    this.collect(activation, puts, deletes);
-    this.pending++;
-    const written = this.store.write(puts, deletes).finally(() => {
-      if (this.persisting.get(activation.key) === written) this.persisting.delete(activation.key);
-      this.settle(1);
-    });
-    this.persisting.set(activation.key, written);
-    await written;
-  }
-
-  private collect(activation: Activation<M>, puts: [string, Uint8Array][], deletes: string[]) {
-    const state = activation.actor!.snapshot();
-    if (state) puts.push([this.prefix + activation.key, state]);
-    else deletes.push(this.prefix + activation.key);
-    activation.dirty = false;
+    if (activation.dirty && activation.actor) this.unsaved.set(activation.key, activation.actor.snapshot() ?? null);
   }
 
   private clearTimers(activation: Activation<M>) {

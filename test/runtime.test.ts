@@ -67,21 +67,23 @@ test("an actor is activated on its first message and takes one message at a time
     await system.stop();
   }));
 
-test("a passivated actor's state is in RocksDB, and reactivation restores it", () =>
+test("a passivated actor's state waits for the checkpoint, and reactivation restores it", () =>
   withStore(async (store) => {
     const system = new ActorSystem(kind, store);
     system.send("k", { type: "add", n: 41 });
     system.send("k", { type: "done" });
     await system.idle();
-    await eventuallyInactive(system, 0);
-    assert.equal(Buffer.from((await store.get("actor/counter/k"))!).toString(), "41");
+    assert.equal(system.activeCount, 0);
+    assert.equal(await store.get("actor/counter/k"), undefined, "nothing written outside a checkpoint");
     const before = Counter.activations;
     system.send("k", { type: "add", n: 1 });
     await system.idle();
     assert.equal(Counter.activations, before + 1);
     assert.equal(kind.live.get("k")!.total, 42);
-    await system.stop();
+    system.send("k", { type: "done" });
+    await system.checkpoint();
     assert.equal(Buffer.from((await store.get("actor/counter/k"))!).toString(), "42");
+    await system.stop();
   }));
 
 test("idle actors passivate by themselves; an empty snapshot deletes the stored state", () =>
@@ -92,7 +94,28 @@ test("idle actors passivate by themselves; an empty snapshot deletes the stored 
     await system.idle();
     assert.equal(system.activeCount, 1);
     await eventuallyInactive(system, 0);
+    await system.checkpoint();
     assert.equal(await store.get("actor/counter/z"), undefined);
+    await system.stop();
+  }));
+
+test("reset rolls every actor back to the last checkpoint", () =>
+  withStore(async (store) => {
+    const system = new ActorSystem(kind, store);
+    system.send("r", { type: "add", n: 10 });
+    system.send("s", { type: "add", n: 1 });
+    await system.checkpoint([["position", Buffer.from("1")]]);
+    system.send("r", { type: "add", n: 5 });
+    system.send("s", { type: "done" });
+    system.send("t", { type: "add", n: 3 });
+    await system.idle();
+    system.reset();
+    assert.equal(system.activeCount, 0);
+    system.send("r", { type: "add", n: 0 });
+    system.send("t", { type: "add", n: 0 });
+    await system.idle();
+    assert.equal(kind.live.get("r")!.total, 10);
+    assert.equal(kind.live.get("t")!.total, 0);
     await system.stop();
   }));
 
