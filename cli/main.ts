@@ -3,7 +3,8 @@ import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { natsConfig, startNatsServer, type NatsServer } from "../node/nats-server.js";
-import { nodeDefaults } from "../node/tally-node.js";
+import { nodeDefaults, type NodeOptions } from "../node/tally-node.js";
+import { parseDuration } from "../actors/durations.js";
 import { runSimulator } from "../sim/publish.js";
 import { loadRules, parsePort, UsageError } from "./args.js";
 import { runNode } from "./run-node.js";
@@ -15,6 +16,8 @@ const usage = `tally: real-time event-time aggregation on NATS
       the robot-fleet simulator (unless --no-sim) and the dashboard
   tally node --nats URL --data DIR [--http PORT] [--rules FILE]
       one node of a cluster
+  tuning (up and node): --out-of-orderness 2s --idle-timeout 5s --dedup-horizon 10m
+      --checkpoint-interval 1s --emit-interval 250ms
   tally simulate --nats URL [--robots N] [--interval MS] [--batch]
       the robot-fleet simulator
   tally nats-config [--port N] [--store DIR]
@@ -52,6 +55,7 @@ async function up(args: string[]) {
       rules: { type: "string" },
       "no-sim": { type: "boolean" },
       robots: { type: "string" },
+      ...tuningOptions,
     },
   });
   const dataDir = resolve(values.data ?? "data");
@@ -66,7 +70,7 @@ async function up(args: string[]) {
     );
     natsUrl = server.url;
   }
-  const running = await runNode({ natsUrl, dataDir: join(dataDir, "node"), rules }, httpPort);
+  const running = await runNode({ natsUrl, dataDir: join(dataDir, "node"), rules, ...tuning(values) }, httpPort);
   let sim: ReturnType<typeof runSimulator> | undefined;
   let simConnection: Awaited<ReturnType<typeof connect>> | undefined;
   if (!values["no-sim"]) {
@@ -87,14 +91,42 @@ Ctrl-C stops everything.`);
   });
 }
 
+/** Tuning flags shared by `up` and `node` (README, "Operating"). */
+const tuningOptions = {
+  "out-of-orderness": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "dedup-horizon": { type: "string" },
+  "checkpoint-interval": { type: "string" },
+  "emit-interval": { type: "string" },
+} as const;
+
+function tuning(values: Partial<Record<keyof typeof tuningOptions, string>>): Partial<NodeOptions> {
+  const duration = (name: keyof typeof tuningOptions) => {
+    const text = values[name];
+    if (text === undefined) return undefined;
+    try {
+      return parseDuration(text);
+    } catch (e) {
+      throw new UsageError(`--${name}: ${(e as Error).message}`);
+    }
+  };
+  return {
+    outOfOrdernessMs: duration("out-of-orderness"),
+    idleTimeoutMs: duration("idle-timeout"),
+    dedupHorizonMs: duration("dedup-horizon"),
+    checkpointIntervalMs: duration("checkpoint-interval"),
+    emitIntervalMs: duration("emit-interval"),
+  };
+}
+
 async function node(args: string[]) {
   const { values } = parseArgs({
     args,
-    options: { nats: { type: "string" }, data: { type: "string" }, http: { type: "string" }, rules: { type: "string" } },
+    options: { nats: { type: "string" }, data: { type: "string" }, http: { type: "string" }, rules: { type: "string" }, ...tuningOptions },
   });
   if (!values.nats || !values.data) throw new UsageError("--nats URL and --data DIR are required");
   const running = await runNode(
-    { natsUrl: values.nats, dataDir: resolve(values.data), rules: loadRules(values.rules) },
+    { natsUrl: values.nats, dataDir: resolve(values.data), rules: loadRules(values.rules), ...tuning(values) },
     parsePort(values.http, 8080, "http"),
   );
   console.log(`tally node ${running.node.id} ready: http://127.0.0.1:${running.http.port}/ (NATS ${values.nats})`);

@@ -91,12 +91,8 @@ export class TallyNode {
     return this.ready;
   }
 
+  /** The user's rules plus the built-in `_audit` metric. */
   get metricRules(): readonly MetricRule[] {
-    return this.rules;
-  }
-
-  /** The rules actors see: the user's plus the built-in audit. */
-  private allRules(): readonly MetricRule[] {
     return [...this.rules, auditRule];
   }
 
@@ -112,7 +108,7 @@ export class TallyNode {
     });
     this.store = await RocksStateStore.open(join(this.options.dataDir, "rocksdb"));
     this.results = new ResultsStore(this.store);
-    const rules = [...this.allRules()];
+    const rules = [...this.metricRules];
     this.host = new ShardHost(this.store, () => rules, (result) => this.publishResult(result), s);
     const router = new Router(this.rules, s.shards);
     const log = new RouterLog(this.js, jsm);

@@ -117,7 +117,10 @@ test("clear errors for bad requests; the node stays up", async () => {
 
 test("metrics list and status describe the node", async () => {
   const metrics = (await (await fetch(`${base}/v1/metrics`)).json()) as { metrics: { name: string; windows: string[]; aggregates: string[] }[] };
-  assert.deepEqual(metrics.metrics.map((m) => [m.name, m.windows, m.aggregates]), [["battery", ["1m"], ["count", "sum", "min", "max", "avg"]]]);
+  assert.deepEqual(metrics.metrics.map((m) => [m.name, m.windows, m.aggregates]), [
+    ["battery", ["1m"], ["count", "sum", "min", "max", "avg"]],
+    ["_audit", ["1m"], ["count"]],
+  ]);
   const status = (await (await fetch(`${base}/v1/status`)).json()) as { ready: boolean; partitions: unknown[]; shards: unknown[] };
   assert.equal(status.ready, true);
   assert.equal(status.partitions.length, 24);
