@@ -7,6 +7,7 @@ import { nodeDefaults, type NodeOptions } from "../node/tally-node.js";
 import { parseDuration } from "../actors/durations.js";
 import { runSimulator } from "../sim/publish.js";
 import { loadRules, parsePort, UsageError } from "./args.js";
+import { dlq } from "./dlq.js";
 import { runNode } from "./run-node.js";
 
 const usage = `tally: real-time event-time aggregation on NATS
@@ -20,11 +21,13 @@ const usage = `tally: real-time event-time aggregation on NATS
       --checkpoint-interval 1s --emit-interval 250ms
   tally simulate --nats URL [--robots N] [--interval MS] [--batch]
       the robot-fleet simulator
+  tally dlq ls|replay --nats URL [--reason R] [--from-seq N] [--limit N] [--json]
+      inspect rejects, or re-publish them on their original subjects
   tally nats-config [--port N] [--store DIR]
       a nats-server config with the subject mapping Tally needs
 `;
 
-const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, "nats-config": printNatsConfig };
+const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, dlq, "nats-config": printNatsConfig };
 
 async function main() {
   const [command, ...args] = process.argv.slice(2);

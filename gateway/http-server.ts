@@ -89,6 +89,7 @@ async function handle(node: NodeApi, req: IncomingMessage, res: ServerResponse):
   const metricPath = /^\/v1\/metrics\/([^/]+)$/.exec(path);
   if (req.method === "GET" && metricPath) return json(res, 200, await queryMetric(node, decodeURIComponent(metricPath[1]!), url.searchParams));
   if (req.method === "POST" && path === "/v1/events") return json(res, 202, await postEvents(node, req));
+  if (req.method === "GET" && path === "/v1/audit") return json(res, 200, await audit(node, url.searchParams));
   const file = staticFiles[path];
   if (req.method === "GET" && file) {
     res.writeHead(200, { "Content-Type": file[1], "Cache-Control": "no-cache" });
@@ -124,6 +125,30 @@ async function queryMetric(node: NodeApi, name: string, params: URLSearchParams)
   const where = parseWhere(params.get("where"));
   const results = await node.query({ metric: name, window, from, to, where });
   return { metric: name, window, points: results.map(toPoint) };
+}
+
+/**
+ * Per minute of arrival: what was accepted and what became of it, from the exactly-once `_audit`
+ * metric. `balanced` is the check a user runs: accepted = aggregated + unmatched + duplicates + dlq.
+ */
+async function audit(node: NodeApi, params: URLSearchParams) {
+  const now = Date.now();
+  const from = params.has("from") ? parseTime(params.get("from")!, "from") : now - 3_600_000;
+  const to = params.has("to") ? parseTime(params.get("to")!, "to") : now + 60_000;
+  const results = await node.query({ metric: "_audit", window: "1m", from, to, where: {} });
+  const minutes = new Map<number, Record<string, number | string | boolean>>();
+  for (const r of results) {
+    const row = minutes.get(r.start) ?? { start: r.start, status: "final", accepted: 0, aggregated: 0, unmatched: 0, duplicates: 0, dlq: 0 };
+    row[r.dims.counter!] = r.values.count ?? 0;
+    if (r.status === "provisional") row.status = "provisional";
+    minutes.set(r.start, row);
+  }
+  const rows = [...minutes.values()].sort((a, b) => (a.start as number) - (b.start as number));
+  for (const row of rows) {
+    const n = (k: string) => row[k] as number;
+    row.balanced = n("accepted") === n("aggregated") + n("unmatched") + n("duplicates") + n("dlq");
+  }
+  return { minutes: rows };
 }
 
 function parseTime(text: string, name: string): number {

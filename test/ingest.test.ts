@@ -7,7 +7,18 @@ import type { WindowResult } from "../actors/window-result.js";
 import { encodeEventBatch } from "../proto/codec.js";
 import { streams } from "../node/streams.js";
 import { expectedWindows, prng, shuffle, type ExpectedRule } from "./expected.js";
-import { startTestNats, startTestNode } from "./harness.js";
+import { eventually, startTestNats, startTestNode } from "./harness.js";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const tallyBin = fileURLToPath(new URL("../../bin/tally.js", import.meta.url));
+
+/** Runs the real CLI and returns its stdout (and stderr, for messages printed there). */
+function tally(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [tallyBin, ...args], (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout + stderr))),
+  );
+}
 
 const rulesYaml = `
 metrics:
@@ -208,6 +219,25 @@ test("bad input goes to the DLQ with its reason and bytes, and the node keeps ag
     });
     assert.equal(provisional.values.count, 1);
     assert.ok(node.node.isReady);
+
+    // `tally dlq ls` shows them; `tally dlq replay` re-publishes the original bytes on the original subject.
+    const listed = (await tally(["dlq", "ls", "--nats", nats.url, "--reason", "invalid_json", "--json"])).split("\n").filter(Boolean);
+    const invalid = listed.map((line) => JSON.parse(line) as { reason: string; subject: string; payload: string });
+    assert.ok(invalid.some((l) => l.payload === "{not json" && l.subject === "telemetry.r1.status"));
+    assert.ok(invalid.every((l) => l.reason === "invalid_json"));
+    const replayed = await tally(["dlq", "replay", "--nats", nats.url, "--reason", "invalid_json"]);
+    assert.match(replayed, new RegExp(`replayed ${invalid.length} reject`));
+    const again = await eventually(async () => {
+      const lines = (await tally(["dlq", "ls", "--nats", nats.url, "--reason", "invalid_json", "--json"])).split("\n").filter(Boolean);
+      return lines.length === 2 * invalid.length ? lines : undefined;
+    }, 15_000, "the replayed rejects to be filed again");
+    assert.equal(again.length, 2 * invalid.length);
+
+    // The audit balances: accepted = aggregated + unmatched + duplicates + dlq, minute by minute.
+    const audit = (await (await fetch(`http://127.0.0.1:${node.http.port}/v1/audit?from=0`)).json()) as { minutes: { balanced: boolean; accepted: number; dlq: number }[] };
+    assert.ok(audit.minutes.length > 0);
+    assert.ok(audit.minutes.every((m) => m.balanced), JSON.stringify(audit.minutes));
+    assert.ok(audit.minutes.reduce((n, m) => n + m.dlq, 0) >= wantCount);
   } finally {
     await node.cleanup();
   }

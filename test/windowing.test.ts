@@ -172,3 +172,30 @@ test("window lifecycle: provisional while open, final past end + lateness, corre
   assert.deepEqual([corrected.status, corrected.revision, corrected.values, corrected.lateCount, corrected.eventCount], ["corrected", 2, { count: 3, sum: 22, max: 10 }, 1, 3]);
   await system.stop();
 });
+
+test("a shard drops a replayed router batch, and its watermark and applied batches survive save/restore", async () => {
+  const rules = parseRules("metrics: [{name: m, kind: k, window: 1m, lateness: 0s}]");
+  const emitted: WindowResult[] = [];
+  const system = new ActorSystem<WindowMessage>(
+    windowActorKind({ rule: () => rules[0], emit: (r) => emitted.push(r), emitIntervalMs: 0, now: () => 0 }),
+    new MemoryStateStore(),
+  );
+  const shard = new WindowShard(0, system, () => 0);
+  const partials = new Router(rules, 1).route([{ id: "a", ts: t0, source: "s", kind: "k", tags: {}, values: {} }]).byShard.get(0)!;
+  assert.equal(shard.applyBatch(3, 100, partials), true);
+  assert.equal(shard.applyBatch(3, 100, partials), false, "the same batch again");
+  assert.equal(shard.applyBatch(3, 90, partials), false, "an older batch");
+  assert.equal(shard.applyBatch(4, 100, partials), true, "another partition's batch");
+  shard.mark(4, { watermark: t0 + 20_000, idle: false });
+  shard.mark(3, { watermark: t0 + 30_000, idle: false });
+  const restored = new WindowShard(0, system, () => 0);
+  restored.restore(JSON.parse(JSON.stringify(shard.save())));
+  assert.equal(restored.watermark, t0 + 20_000);
+  assert.equal(restored.applyBatch(3, 100, partials), false);
+  restored.schedule(partials[0]!.key, t0 + minute);
+  restored.mark(4, { watermark: t0 + minute, idle: false });
+  restored.mark(3, { watermark: t0 + minute, idle: false });
+  await system.idle();
+  const final = emitted.find((r) => r.status === "final")!;
+  assert.equal(final.eventCount, 2);
+});
