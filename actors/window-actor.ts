@@ -9,8 +9,10 @@ export type WindowMessage =
   | { type: "partial"; partial: WindowPartial; watermark: number }
   /** The watermark passed this window's end + allowed lateness (an event-time timer fired). */
   | { type: "fire"; watermark: number }
-  /** The provisional/correction throttle elapsed (a processing-time timer). */
-  | { type: "emit" };
+  /** The provisional throttle elapsed (a processing-time timer). */
+  | { type: "emit" }
+  /** The watermark passed the window's correction horizon: its state can go. */
+  | { type: "purge" };
 
 export interface WindowActorEnv {
   rule(metric: string): MetricRule | undefined;
@@ -60,6 +62,9 @@ export class WindowActor implements Actor<WindowMessage> {
         this.emitPending = false;
         if (this.changed && this.state?.status === "open") this.send();
         return;
+      case "purge":
+        if (this.state && this.state.status !== "open") this.state = undefined;
+        return ctx.passivate();
     }
   }
 
@@ -152,10 +157,10 @@ export function windowActorKind(env: WindowActorEnv): ActorKind<WindowMessage> {
   };
 }
 
-/** What a restarted shard needs to know of a stored window: when its event-time timer is due, if still open. */
-export function storedWindowTimer(bytes: Uint8Array): { metric: string; end: number } | undefined {
+/** What a restarted shard needs to know of a stored window to re-register its event-time timers. */
+export function storedWindowTimes(bytes: Uint8Array): { metric: string; end: number; open: boolean } {
   const state = decodeState(bytes);
-  return state.status === "open" ? { metric: state.metric, end: state.end } : undefined;
+  return { metric: state.metric, end: state.end, open: state.status === "open" };
 }
 
 function decodeState(bytes: Uint8Array): WindowState {

@@ -1,4 +1,5 @@
 import type { ActorSystem } from "../runtime/actor-system.js";
+import { EventTimeTimers } from "./event-time-timers.js";
 import type { WindowPartial } from "./router.js";
 import type { WindowMessage } from "./window-actor.js";
 
@@ -10,23 +11,36 @@ export interface PartitionMark {
   idle: boolean;
 }
 
+/** When a metric's windows fire (end + lateness) and are forgotten (end + lateness + horizon). */
+export interface WindowTiming {
+  latenessMs: number;
+  horizonMs: number;
+}
+
+/**
+ * A window's state is purged this long after its horizon, not at it: the router judges
+ * lateness by its own partition's watermark, which may trail the shard's a little.
+ */
+export const purgeMarginMs = 10 * 60_000;
+
 /**
  * One shard's event time: the watermark over the partitions that feed it, and the event-time
- * timers of its windows (Flink's timer service). A window is told to fire only when the watermark
- * passes its end + lateness, so a watermark step costs nothing for windows not yet due.
+ * timers of its windows (Flink's timer service). A window is told to fire when the watermark
+ * passes its end + lateness, and to forget its state once past its correction horizon, so a
+ * watermark step costs nothing for windows not yet due.
  */
 export class WindowShard {
   private readonly marks = new Map<number, PartitionMark>();
   /** Per partition, the last router batch applied (its last event sequence): replays are dropped. */
   private readonly applied = new Map<number, number>();
-  private readonly timers = new Map<number, Set<string>>();
-  private dueTimes: number[] = [];
+  private readonly fires = new EventTimeTimers();
+  private readonly purges = new EventTimeTimers();
   private current = -Infinity;
 
   constructor(
     readonly id: number,
     private readonly actors: ActorSystem<WindowMessage>,
-    private readonly latenessOf: (metric: string) => number,
+    private readonly timing: (metric: string) => WindowTiming,
   ) {}
 
   get watermark(): number {
@@ -42,13 +56,15 @@ export class WindowShard {
   }
 
   apply(partial: WindowPartial): void {
-    this.schedule(partial.key, partial.end + this.latenessOf(partial.metric));
+    this.schedule(partial.key, partial.metric, partial.end, true);
     this.actors.send(partial.key, { type: "partial", partial, watermark: this.current });
   }
 
-  /** Make the window `key` fire when the watermark reaches `fireAt` (used when rebuilding after a restart). */
-  schedule(key: string, fireAt: number): void {
-    if (fireAt > this.current) this.addTimer(fireAt, key);
+  /** Registers a window's event-time timers (also used to rebuild them after a restart). */
+  schedule(key: string, metric: string, end: number, open: boolean): void {
+    const { latenessMs, horizonMs } = this.timing(metric);
+    if (open && end + latenessMs > this.current) this.fires.add(end + latenessMs, key);
+    this.purges.add(end + latenessMs + horizonMs + purgeMarginMs, key);
   }
 
   /** What must survive a restart besides the actors; timers are rebuilt from the actors' state. */
@@ -74,28 +90,13 @@ export class WindowShard {
     const next = Math.min(...considered.map((m) => m.watermark));
     if (next <= this.current) return;
     this.current = next;
-    while (this.dueTimes.length > 0 && this.dueTimes[0]! <= next) {
-      const due = this.dueTimes.shift()!;
-      for (const key of this.timers.get(due)!) this.actors.send(key, { type: "fire", watermark: next });
-      this.timers.delete(due);
-    }
+    for (const key of this.fires.due(next)) this.actors.send(key, { type: "fire", watermark: next });
+    for (const key of this.purges.due(next)) this.actors.send(key, { type: "purge" });
   }
 
+  /** Windows waiting for their final result. */
   get pendingTimers(): number {
-    let n = 0;
-    for (const keys of this.timers.values()) n += keys.size;
-    return n;
-  }
-
-  private addTimer(fireAt: number, key: string) {
-    let keys = this.timers.get(fireAt);
-    if (!keys) {
-      keys = new Set();
-      this.timers.set(fireAt, keys);
-      const at = sortedIndex(this.dueTimes, fireAt);
-      this.dueTimes.splice(at, 0, fireAt);
-    }
-    keys.add(key);
+    return this.fires.size;
   }
 }
 
@@ -103,15 +104,4 @@ export interface ShardState {
   watermark: number | null;
   applied: [partition: number, last: number][];
   marks: [partition: number, watermark: number | null, idle: boolean][];
-}
-
-function sortedIndex(sorted: number[], value: number): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (sorted[mid]! < value) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

@@ -1,7 +1,7 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import { shardOf } from "../cluster/shards.js";
 import type { MetricRule } from "../actors/rules.js";
-import { storedWindowTimer, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
+import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard, type ShardState } from "../actors/window-shard.js";
 import { ActorSystem } from "../runtime/actor-system.js";
@@ -76,15 +76,15 @@ export class ShardHost {
     this.outboxFailure = undefined;
     this.unacked = undefined;
     this.shards.clear();
-    const latenessOf = (metric: string) => this.rule(metric)?.latenessMs ?? 0;
-    for (let id = 0; id < this.settings.shards; id++) this.shards.set(id, new WindowShard(id, this.actors, latenessOf));
+    const timing = (metric: string) => this.rule(metric) ?? { latenessMs: 0, horizonMs: 0 };
+    for (let id = 0; id < this.settings.shards; id++) this.shards.set(id, new WindowShard(id, this.actors, timing));
     const stored = await this.store.get(metaKey);
     const meta: HostMeta = stored ? JSON.parse(Buffer.from(stored).toString()) : { position: 0, shards: [] };
     for (const [id, state] of meta.shards) this.shards.get(id)?.restore(state);
-    // Event-time timers are not stored: every open window in the checkpoint gets its timer back.
+    // Event-time timers are not stored: every window in the checkpoint gets its timers back.
     for await (const [key, bytes] of this.actors.storedStates()) {
-      const open = storedWindowTimer(bytes);
-      if (open) this.shards.get(shardOf(key, this.settings.shards))!.schedule(key, open.end + latenessOf(open.metric));
+      const { metric, end, open } = storedWindowTimes(bytes);
+      this.shards.get(shardOf(key, this.settings.shards))!.schedule(key, metric, end, open);
     }
     this.position = meta.position;
     this.lastCheckpointAt = Date.now();

@@ -8,7 +8,7 @@ import { Router } from "../actors/router.js";
 import { parseRules } from "../actors/rules.js";
 import { windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
-import { WindowShard } from "../actors/window-shard.js";
+import { purgeMarginMs, WindowShard } from "../actors/window-shard.js";
 import { makeWindow, parseWindow, windowStarts } from "../actors/windows.js";
 import { ActorSystem } from "../runtime/actor-system.js";
 import { MemoryStateStore } from "../runtime/state-store.js";
@@ -142,7 +142,7 @@ test("window lifecycle: provisional while open, final past end + lateness, corre
     windowActorKind({ rule: () => rules[0], emit: (r) => emitted.push(r), emitIntervalMs: 100, now: () => clock }),
     store,
   );
-  const shard = new WindowShard(0, system, () => 30_000);
+  const shard = new WindowShard(0, system, () => ({ latenessMs: 30_000, horizonMs: 3_600_000 }));
   const router = new Router(rules, 1);
   const send = (ts: number, v: number, id: string) => {
     for (const p of router.route([{ id, ts, source: "s", kind: "k", tags: {}, values: { v } }]).byShard.get(0)!) shard.apply(p);
@@ -170,6 +170,14 @@ test("window lifecycle: provisional while open, final past end + lateness, corre
   await system.idle();
   const corrected = emitted.at(-1)!;
   assert.deepEqual([corrected.status, corrected.revision, corrected.values, corrected.lateCount, corrected.eventCount], ["corrected", 2, { count: 3, sum: 22, max: 10 }, 1, 3]);
+  await system.checkpoint();
+  assert.ok(await store.get(`actor/window/${final.key}`), "kept within the horizon");
+
+  // Past end + lateness + horizon (+ the purge margin) the window's state is forgotten.
+  shard.mark(0, { watermark: t0 + minute + 30_000 + 3_600_000 + purgeMarginMs, idle: false });
+  await system.checkpoint();
+  assert.equal(await store.get(`actor/window/${final.key}`), undefined);
+  assert.equal(emitted.at(-1), corrected, "purging emits nothing");
   await system.stop();
 });
 
@@ -180,7 +188,7 @@ test("a shard drops a replayed router batch, and its watermark and applied batch
     windowActorKind({ rule: () => rules[0], emit: (r) => emitted.push(r), emitIntervalMs: 0, now: () => 0 }),
     new MemoryStateStore(),
   );
-  const shard = new WindowShard(0, system, () => 0);
+  const shard = new WindowShard(0, system, () => ({ latenessMs: 0, horizonMs: 0 }));
   const partials = new Router(rules, 1).route([{ id: "a", ts: t0, source: "s", kind: "k", tags: {}, values: {} }]).byShard.get(0)!;
   assert.equal(shard.applyBatch(3, 100, partials), true);
   assert.equal(shard.applyBatch(3, 100, partials), false, "the same batch again");
@@ -188,11 +196,11 @@ test("a shard drops a replayed router batch, and its watermark and applied batch
   assert.equal(shard.applyBatch(4, 100, partials), true, "another partition's batch");
   shard.mark(4, { watermark: t0 + 20_000, idle: false });
   shard.mark(3, { watermark: t0 + 30_000, idle: false });
-  const restored = new WindowShard(0, system, () => 0);
+  const restored = new WindowShard(0, system, () => ({ latenessMs: 0, horizonMs: 0 }));
   restored.restore(JSON.parse(JSON.stringify(shard.save())));
   assert.equal(restored.watermark, t0 + 20_000);
   assert.equal(restored.applyBatch(3, 100, partials), false);
-  restored.schedule(partials[0]!.key, t0 + minute);
+  restored.schedule(partials[0]!.key, "m", t0 + minute, true);
   restored.mark(4, { watermark: t0 + minute, idle: false });
   restored.mark(3, { watermark: t0 + minute, idle: false });
   await system.idle();

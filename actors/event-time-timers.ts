@@ -1,0 +1,44 @@
+/**
+ * Keys due at event times: `due(watermark)` hands over, oldest first, every key whose time the
+ * watermark reached. Registering a key twice for one time is harmless.
+ */
+export class EventTimeTimers {
+  private readonly byTime = new Map<number, Set<string>>();
+  private times: number[] = [];
+
+  add(time: number, key: string): void {
+    let keys = this.byTime.get(time);
+    if (!keys) {
+      keys = new Set();
+      this.byTime.set(time, keys);
+      this.times.splice(sortedIndex(this.times, time), 0, time);
+    }
+    keys.add(key);
+  }
+
+  *due(watermark: number): Iterable<string> {
+    while (this.times.length > 0 && this.times[0]! <= watermark) {
+      const time = this.times.shift()!;
+      const keys = this.byTime.get(time)!;
+      this.byTime.delete(time);
+      yield* keys;
+    }
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const keys of this.byTime.values()) n += keys.size;
+    return n;
+  }
+}
+
+function sortedIndex(sorted: number[], value: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
