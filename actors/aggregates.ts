@@ -10,8 +10,12 @@ export interface BasicAgg {
   max: number;
 }
 
-export const basicAggregateNames = ["count", "sum", "min", "max", "avg"] as const;
-export type AggregateName = (typeof basicAggregateNames)[number];
+export const basicAggregateNames = ["count", "sum", "min", "max", "avg", "rate"] as const;
+export type BasicAggregateName = (typeof basicAggregateNames)[number];
+
+export function isBasicAggregate(name: string): name is BasicAggregateName {
+  return (basicAggregateNames as readonly string[]).includes(name);
+}
 
 export function emptyAgg(): BasicAgg {
   return { count: 0, sum: 0, min: Infinity, max: -Infinity };
@@ -31,11 +35,17 @@ export function mergeAgg(into: BasicAgg, from: BasicAgg): void {
   if (from.max > into.max) into.max = from.max;
 }
 
-/** The values a rule asked for, as they appear in results (`null` where undefined, e.g. min of nothing). */
-export function aggValues(agg: BasicAgg, names: readonly AggregateName[]): Record<string, number | null> {
+/**
+ * The basic values a rule asked for, as they appear in results (`null` where undefined, e.g. min
+ * of nothing). `rate` is events per second over the window's size. Other names are skipped.
+ */
+export function aggValues(agg: BasicAgg, names: readonly string[], windowMs = 60_000): Record<string, number | null> {
   const out: Record<string, number | null> = {};
   for (const name of names) {
     switch (name) {
+      case "rate":
+        out.rate = agg.count / (windowMs / 1000);
+        break;
       case "count":
         out.count = agg.count;
         break;

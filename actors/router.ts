@@ -13,6 +13,8 @@ export interface WindowPartial {
   end: number;
   dims: Record<string, string>;
   agg: BasicAgg;
+  /** States of the rule's other aggregates, by state key (live objects here; encoded on the wire). */
+  states?: Record<string, unknown>;
 }
 
 export interface RoutedBatch {
@@ -99,9 +101,15 @@ export class Router {
           const dims: Record<string, string> = {};
           rule.groupBy.forEach((name, i) => (dims[name] = dimValues[i]!));
           partial = { key, metric: rule.name, window: window.id, start, end: start + window.sizeMs, dims, agg: emptyAgg() };
+          if (rule.states.length > 0) partial.states = {};
           partials.set(key, partial);
         }
         addValue(partial.agg, value);
+        for (const aggregation of rule.states) {
+          const states = partial.states!;
+          const state = (states[aggregation.stateKey] ??= aggregation.init());
+          aggregation.add(state, rule.value === undefined ? undefined : value, event);
+        }
       }
     }
     return outcome;

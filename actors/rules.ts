@@ -1,5 +1,7 @@
 import { parse as parseYaml } from "yaml";
-import { basicAggregateNames, type AggregateName } from "./aggregates.js";
+import { isBasicAggregate } from "./aggregates.js";
+import { resolveAggregation, type Aggregation } from "./aggregations/aggregation.js";
+import "./aggregations/builtin.js";
 import { parseDuration } from "./durations.js";
 import { parseWindow, type WindowSpec } from "./windows.js";
 
@@ -14,7 +16,10 @@ export interface MetricRule {
   readonly groupBy: readonly string[];
   /** Only events whose tags equal these values. */
   readonly where: Readonly<Record<string, string>>;
-  readonly aggregates: readonly AggregateName[];
+  /** Aggregate names as written: `count`, `avg`, `p99`, `distinct:source`, `top10:code`… */
+  readonly aggregates: readonly string[];
+  /** The mergeable states the non-basic aggregates need, one per state key. */
+  readonly states: readonly Aggregation[];
   readonly windows: readonly WindowSpec[];
   /** How long after a window's end (in event time) it stays provisional before it is final. */
   readonly latenessMs: number;
@@ -64,11 +69,21 @@ export function parseRule(input: unknown, index = 0): MetricRule {
   }
   const aggregates = m.aggregates ?? ["count"];
   if (!Array.isArray(aggregates) || aggregates.length === 0) throw new Error(`${at}: "aggregates" must be a non-empty list`);
+  const states = new Map<string, Aggregation>();
   for (const a of aggregates) {
-    if (!basicAggregateNames.includes(a)) {
-      throw new Error(`${at}: unknown aggregate ${JSON.stringify(a)} (known: ${basicAggregateNames.join(", ")})`);
+    if (typeof a !== "string") throw new Error(`${at}: aggregates are names, not ${JSON.stringify(a)}`);
+    if (isBasicAggregate(a)) {
+      if (a !== "count" && a !== "rate" && value === undefined) throw new Error(`${at}: aggregate "${a}" needs a "value"`);
+      continue;
     }
-    if (a !== "count" && value === undefined) throw new Error(`${at}: aggregate "${a}" needs a "value"`);
+    let aggregation: Aggregation;
+    try {
+      aggregation = resolveAggregation(a);
+    } catch (e) {
+      throw new Error(`${at}: ${(e as Error).message}`);
+    }
+    if (aggregation.needsValue && value === undefined) throw new Error(`${at}: aggregate "${a}" needs a "value"`);
+    states.set(aggregation.stateKey, resolveAggregation(aggregation.stateKey));
   }
   const windowInput = m.windows ?? [m.window ?? ruleDefaults.window];
   if (!Array.isArray(windowInput) || windowInput.length === 0) throw new Error(`${at}: "windows" must be a non-empty list`);
@@ -88,7 +103,8 @@ export function parseRule(input: unknown, index = 0): MetricRule {
     value,
     groupBy: groupBy as string[],
     where: filter as Record<string, string>,
-    aggregates: aggregates as AggregateName[],
+    aggregates: aggregates as string[],
+    states: [...states.values()],
     windows,
     latenessMs,
     horizonMs,

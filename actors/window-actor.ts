@@ -1,5 +1,6 @@
 import type { Actor, ActorContext, ActorKind } from "../runtime/actor.js";
-import { aggValues, basicAggregateNames, emptyAgg, mergeAgg, type BasicAgg } from "./aggregates.js";
+import { aggValues, emptyAgg, isBasicAggregate, mergeAgg, type BasicAgg } from "./aggregates.js";
+import { resolveAggregation, type ResultValue } from "./aggregations/aggregation.js";
 import type { WindowPartial } from "./router.js";
 import type { MetricRule } from "./rules.js";
 import type { ResultStatus, WindowResult } from "./window-result.js";
@@ -29,6 +30,8 @@ interface WindowState {
   end: number;
   dims: Record<string, string>;
   agg: BasicAgg;
+  /** The other aggregates' states, by state key. */
+  states: Record<string, unknown>;
   status: ResultStatus | "open";
   revision: number;
   lateCount: number;
@@ -70,8 +73,8 @@ export class WindowActor implements Actor<WindowMessage> {
 
   snapshot(): Uint8Array | undefined {
     if (!this.state) return undefined;
-    const { agg, ...rest } = this.state;
-    const stored = { ...rest, agg: agg.count ? agg : { count: 0, sum: 0 } };
+    const { agg, states, ...rest } = this.state;
+    const stored = { ...rest, agg: agg.count ? agg : { count: 0, sum: 0 }, states: encodeStates(states) };
     return Buffer.from(JSON.stringify(stored));
   }
 
@@ -83,6 +86,7 @@ export class WindowActor implements Actor<WindowMessage> {
       end: partial.end,
       dims: partial.dims,
       agg: emptyAgg(),
+      states: {},
       status: "open",
       revision: 0,
       lateCount: 0,
@@ -90,6 +94,11 @@ export class WindowActor implements Actor<WindowMessage> {
     });
     state.watermark = Math.max(state.watermark, watermark);
     mergeAgg(state.agg, partial.agg);
+    for (const [stateKey, incoming] of Object.entries(partial.states ?? {})) {
+      const aggregation = resolveAggregation(stateKey);
+      const from = decodeState(aggregation, incoming);
+      state.states[stateKey] = stateKey in state.states ? aggregation.merge(state.states[stateKey], from) : from;
+    }
     const closesAt = state.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
     if (state.status === "open" && state.watermark >= closesAt) {
       // The whole window arrived after its time: it becomes final at once, all of it late.
@@ -145,30 +154,56 @@ export class WindowActor implements Actor<WindowMessage> {
       eventCount: state.agg.count,
       lateCount: state.lateCount,
       watermark: state.watermark,
-      values: aggValues(state.agg, rule?.aggregates ?? basicAggregateNames),
+      values: this.values(rule?.aggregates ?? ["count"]),
     });
+  }
+
+  private values(names: readonly string[]): Record<string, ResultValue> {
+    const state = this.state!;
+    const values: Record<string, ResultValue> = aggValues(state.agg, names, state.end - state.start);
+    for (const name of names) {
+      if (isBasicAggregate(name)) continue;
+      const aggregation = resolveAggregation(name);
+      const held = state.states[aggregation.stateKey] ?? aggregation.init();
+      values[name] = aggregation.result(held, { sizeMs: state.end - state.start });
+    }
+    return values;
   }
 }
 
 export function windowActorKind(env: WindowActorEnv): ActorKind<WindowMessage> {
   return {
     name: "window",
-    create: (key, stored) => new WindowActor(key, stored ? decodeState(stored) : undefined, env),
+    create: (key, stored) => new WindowActor(key, stored ? decodeWindow(stored) : undefined, env),
   };
 }
 
 /** What a restarted shard needs to know of a stored window to re-register its event-time timers. */
 export function storedWindowTimes(bytes: Uint8Array): { metric: string; end: number; open: boolean } {
-  const state = decodeState(bytes);
+  const state = JSON.parse(Buffer.from(bytes).toString()) as WindowState;
   return { metric: state.metric, end: state.end, open: state.status === "open" };
 }
 
-function decodeState(bytes: Uint8Array): WindowState {
-  const s = JSON.parse(Buffer.from(bytes).toString()) as WindowState & { agg: Partial<BasicAgg> };
+function decodeWindow(bytes: Uint8Array): WindowState {
+  const s = JSON.parse(Buffer.from(bytes).toString()) as WindowState & { agg: Partial<BasicAgg>; states?: Record<string, string> };
   const agg = emptyAgg();
   agg.count = s.agg.count ?? 0;
   agg.sum = s.agg.sum ?? 0;
   if (typeof s.agg.min === "number") agg.min = s.agg.min;
   if (typeof s.agg.max === "number") agg.max = s.agg.max;
-  return { ...s, agg };
+  const states: Record<string, unknown> = {};
+  for (const [stateKey, encoded] of Object.entries(s.states ?? {})) states[stateKey] = decodeState(resolveAggregation(stateKey), encoded);
+  return { ...s, agg, states };
+}
+
+/** Aggregate states travel and rest as base64 of their own binary encoding. */
+export function encodeStates(states: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [stateKey, state] of Object.entries(states)) out[stateKey] = Buffer.from(resolveAggregation(stateKey).encode(state)).toString("base64");
+  return out;
+}
+
+/** A state as it arrives: encoded (base64) from the mailbox, or a live object from an in-process router. */
+function decodeState(aggregation: { decode(bytes: Uint8Array): unknown }, incoming: unknown): unknown {
+  return typeof incoming === "string" ? aggregation.decode(Buffer.from(incoming, "base64")) : incoming;
 }

@@ -1,3 +1,5 @@
+import type { ResultValue } from "./aggregations/aggregation.js";
+
 /** The lifecycle of a window's result (README, "Results"). */
 export type ResultStatus = "provisional" | "final" | "corrected";
 
@@ -20,5 +22,5 @@ export interface WindowResult {
   lateCount: number;
   /** The event-time watermark this result was computed under (ms). */
   watermark: number;
-  values: Record<string, number | null>;
+  values: Record<string, ResultValue>;
 }

@@ -139,7 +139,7 @@ async function audit(node: NodeApi, params: URLSearchParams) {
   const minutes = new Map<number, Record<string, number | string | boolean>>();
   for (const r of results) {
     const row = minutes.get(r.start) ?? { start: r.start, status: "final", accepted: 0, aggregated: 0, unmatched: 0, duplicates: 0, dlq: 0 };
-    row[r.dims.counter!] = r.values.count ?? 0;
+    row[r.dims.counter!] = (r.values.count as number | null) ?? 0;
     if (r.status === "provisional") row.status = "provisional";
     minutes.set(r.start, row);
   }

@@ -1,5 +1,6 @@
 import type { WindowPartial } from "../actors/router.js";
 import type { PartitionMark } from "../actors/window-shard.js";
+import { encodeStates } from "../actors/window-actor.js";
 
 /**
  * What travels on a shard's mailbox subject: the partials of one router batch, or the
@@ -11,9 +12,15 @@ export type MailboxMessage =
   | { type: "partials"; partition: number; first: number; last: number; partials: WindowPartial[] }
   | { type: "marks"; marks: [partition: number, PartitionMark][] };
 
-/** JSON for now (partials always hold at least one value, so no infinities); binary is a later step. */
+/**
+ * JSON for now (partials always hold at least one value, so no infinities); aggregate states go
+ * as base64 of their binary encoding. A binary envelope is a later step.
+ */
 export function encodeMailbox(message: MailboxMessage): Uint8Array {
-  if (message.type === "partials") return Buffer.from(JSON.stringify(message));
+  if (message.type === "partials") {
+    const partials = message.partials.map((p) => (p.states ? { ...p, states: encodeStates(p.states) } : p));
+    return Buffer.from(JSON.stringify({ ...message, partials }));
+  }
   // -Infinity (no event seen yet) is not JSON: it travels as null.
   const marks = message.marks.map(([p, m]) => [p, Number.isFinite(m.watermark) ? m.watermark : null, m.idle]);
   return Buffer.from(JSON.stringify({ type: "marks", marks }));
