@@ -63,15 +63,21 @@ export class Router {
    * `watermark`: the event time before which windows past `end + lateness + horizon` take no
    * more events. It must be deterministic for a given input (a replay routes the same way).
    */
-  route(events: readonly TelemetryEvent[], watermark = -Infinity): RoutedBatch {
+  route(events: readonly TelemetryEvent[], watermark = -Infinity, arrivals?: readonly number[]): RoutedBatch {
     const partials = new Map<string, WindowPartial>();
     const outcomes = new Uint8Array(events.length);
     const any = this.byKind.get("*") ?? [];
     events.forEach((event, i) => {
       let outcome: number = Outcome.Unmatched;
-      const rules = this.byKind.get(event.kind);
-      if (rules) for (const rule of rules) outcome = Math.max(outcome, this.add(rule, event, partials, watermark));
-      for (const rule of any) outcome = Math.max(outcome, this.add(rule, event, partials, watermark));
+      const arrival = arrivals?.[i] ?? Infinity;
+      for (const rules of [this.byKind.get(event.kind), any]) {
+        if (!rules) continue;
+        for (const rule of rules) {
+          // A rule added live counts events that arrived after it became active (README, "Live rules").
+          if (arrival < rule.activeFrom) continue;
+          outcome = Math.max(outcome, this.add(rule, event, partials, watermark));
+        }
+      }
       outcomes[i] = outcome;
     });
     const byShard = new Map<number, WindowPartial[]>();

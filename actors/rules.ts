@@ -25,6 +25,11 @@ export interface MetricRule {
   readonly latenessMs: number;
   /** After the final result, late events still correct the window for this long (event time); later ones go to the DLQ as `too_late`. */
   readonly horizonMs: number;
+  /**
+   * Events count for this rule when they arrived (JetStream's stored time) at or after this
+   * moment (ms); earlier ones only through a backfill. 0: from the start.
+   */
+  readonly activeFrom: number;
 }
 
 export const ruleDefaults = { window: "1m", lateness: "1m", horizon: "2h" } as const;
@@ -33,20 +38,27 @@ const metricName = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Parses a rules file (YAML or JSON): `{"metrics": [ ... ]}`. Throws with the rule and field at fault. */
 export function parseRules(text: string): MetricRule[] {
+  return parseRuleDefinitions(text).map((m, i) => parseRule(m, i));
+}
+
+/** The rule definitions of a rules file as written (each validated), e.g. to store them. */
+export function parseRuleDefinitions(text: string): Record<string, unknown>[] {
   const doc = parseYaml(text) as unknown;
   if (!doc || typeof doc !== "object" || !Array.isArray((doc as { metrics?: unknown }).metrics)) {
     throw new Error('rules: expected an object with a "metrics" array');
   }
-  const rules = (doc as { metrics: unknown[] }).metrics.map((m, i) => parseRule(m, i));
+  const definitions = (doc as { metrics: Record<string, unknown>[] }).metrics;
   const seen = new Set<string>();
-  for (const rule of rules) {
+  definitions.forEach((m, i) => {
+    const rule = parseRule(m, i);
     if (seen.has(rule.name)) throw new Error(`rules: metric "${rule.name}" is defined twice`);
+    if (rule.name.startsWith("_")) throw new Error(`rules: metric names starting with "_" are reserved ("${rule.name}")`);
     seen.add(rule.name);
-  }
-  return rules;
+  });
+  return definitions;
 }
 
-export function parseRule(input: unknown, index = 0): MetricRule {
+export function parseRule(input: unknown, index = 0, activeFrom = 0): MetricRule {
   const where = `rules: metric #${index + 1}`;
   if (!input || typeof input !== "object") throw new Error(`${where}: expected an object`);
   const m = input as Record<string, unknown>;
@@ -108,5 +120,6 @@ export function parseRule(input: unknown, index = 0): MetricRule {
     windows,
     latenessMs,
     horizonMs,
+    activeFrom,
   };
 }

@@ -31,8 +31,8 @@ export const purgeMarginMs = 10 * 60_000;
  */
 export class WindowShard {
   private readonly marks = new Map<number, PartitionMark>();
-  /** Per partition, the last router batch applied (its last event sequence): replays are dropped. */
-  private readonly applied = new Map<number, number>();
+  /** Per origin (a partition, or a backfill's partition), the last batch applied (its last event sequence): replays are dropped. */
+  private readonly applied = new Map<string, number>();
   private readonly fires = new EventTimeTimers();
   private readonly purges = new EventTimeTimers();
   private current = -Infinity;
@@ -48,9 +48,9 @@ export class WindowShard {
   }
 
   /** Applies one router batch's partials, unless this batch (or a later one) was applied already. */
-  applyBatch(partition: number, last: number, partials: WindowPartial[]): boolean {
-    if (last <= (this.applied.get(partition) ?? 0)) return false;
-    this.applied.set(partition, last);
+  applyBatch(origin: string, last: number, partials: WindowPartial[]): boolean {
+    if (last <= (this.applied.get(origin) ?? 0)) return false;
+    this.applied.set(origin, last);
     for (const partial of partials) this.apply(partial);
     return true;
   }
@@ -64,7 +64,8 @@ export class WindowShard {
   schedule(key: string, metric: string, end: number, open: boolean): void {
     const { latenessMs, horizonMs } = this.timing(metric);
     if (open && end + latenessMs > this.current) this.fires.add(end + latenessMs, key);
-    this.purges.add(end + latenessMs + horizonMs + purgeMarginMs, key);
+    // A window created long after its time (by a backfill) is kept a horizon from its creation.
+    this.purges.add(Math.max(end + latenessMs, this.current) + horizonMs + purgeMarginMs, key);
   }
 
   /** What must survive a restart besides the actors; timers are rebuilt from the actors' state. */
@@ -78,7 +79,7 @@ export class WindowShard {
 
   restore(state: ShardState): void {
     this.current = state.watermark ?? -Infinity;
-    for (const [p, last] of state.applied) this.applied.set(p, last);
+    for (const [origin, last] of state.applied) this.applied.set(String(origin), last);
     for (const [p, wm, idle] of state.marks) this.marks.set(p, { watermark: wm ?? -Infinity, idle });
   }
 
@@ -102,6 +103,6 @@ export class WindowShard {
 
 export interface ShardState {
   watermark: number | null;
-  applied: [partition: number, last: number][];
+  applied: [origin: string, last: number][];
   marks: [partition: number, watermark: number | null, idle: boolean][];
 }

@@ -1,12 +1,13 @@
 import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { parseRules, type MetricRule } from "../actors/rules.js";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseRuleDefinitions } from "../actors/rules.js";
 
 export const projectRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const defaultRulesFile = join(projectRoot, "config", "default-rules.yaml");
 
-export function loadRules(file: string | undefined): MetricRule[] {
+/** The rule definitions of a rules file (the default one if none), validated. */
+export function loadRules(file: string | undefined): Record<string, unknown>[] {
   const path = file ?? defaultRulesFile;
   let text: string;
   try {
@@ -15,9 +16,23 @@ export function loadRules(file: string | undefined): MetricRule[] {
     throw new UsageError(`cannot read rules file ${path}: ${(e as Error).message}`);
   }
   try {
-    return parseRules(text);
+    return parseRuleDefinitions(text);
   } catch (e) {
     throw new UsageError(`${path}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Loads aggregation plugins: modules that call `registerAggregation` when imported (README,
+ * "Writing an aggregation"). They must load before any rule that names their aggregates.
+ */
+export async function loadPlugins(files: string[] | undefined): Promise<void> {
+  for (const file of files ?? []) {
+    try {
+      await import(pathToFileURL(resolve(file)).href);
+    } catch (e) {
+      throw new UsageError(`cannot load plugin ${file}: ${(e as Error).message}`);
+    }
   }
 }
 

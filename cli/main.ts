@@ -6,8 +6,9 @@ import { natsConfig, startNatsServer, type NatsServer } from "../node/nats-serve
 import { nodeDefaults, type NodeOptions } from "../node/tally-node.js";
 import { parseDuration } from "../actors/durations.js";
 import { runSimulator } from "../sim/publish.js";
-import { loadRules, parsePort, UsageError } from "./args.js";
+import { loadPlugins, loadRules, parsePort, UsageError } from "./args.js";
 import { dlq } from "./dlq.js";
+import { rules } from "./rules.js";
 import { runNode } from "./run-node.js";
 
 const usage = `tally: real-time event-time aggregation on NATS
@@ -17,17 +18,19 @@ const usage = `tally: real-time event-time aggregation on NATS
       the robot-fleet simulator (unless --no-sim) and the dashboard
   tally node --nats URL --data DIR [--http PORT] [--rules FILE]
       one node of a cluster
-  tuning (up and node): --out-of-orderness 2s --idle-timeout 5s --dedup-horizon 10m
+  tuning (up and node): --plugin FILE (an aggregation module, repeatable) --out-of-orderness 2s --idle-timeout 5s --dedup-horizon 10m
       --checkpoint-interval 1s --emit-interval 250ms
   tally simulate --nats URL [--robots N] [--interval MS] [--batch]
       the robot-fleet simulator
+  tally rules apply FILE [--backfill 6h] | ls | rm NAME  --nats URL
+      the live rule set: every node applies a change within seconds
   tally dlq ls|replay --nats URL [--reason R] [--from-seq N] [--limit N] [--json]
       inspect rejects, or re-publish them on their original subjects
   tally nats-config [--port N] [--store DIR]
       a nats-server config with the subject mapping Tally needs
 `;
 
-const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, dlq, "nats-config": printNatsConfig };
+const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, dlq, rules, "nats-config": printNatsConfig };
 
 async function main() {
   const [command, ...args] = process.argv.slice(2);
@@ -62,6 +65,7 @@ async function up(args: string[]) {
     },
   });
   const dataDir = resolve(values.data ?? "data");
+  await loadPlugins(values.plugin);
   const rules = loadRules(values.rules);
   const httpPort = parsePort(values.http, 8080, "http");
   mkdirSync(dataDir, { recursive: true });
@@ -96,6 +100,7 @@ Ctrl-C stops everything.`);
 
 /** Tuning flags shared by `up` and `node` (README, "Operating"). */
 const tuningOptions = {
+  plugin: { type: "string", multiple: true },
   "out-of-orderness": { type: "string" },
   "idle-timeout": { type: "string" },
   "dedup-horizon": { type: "string" },
@@ -103,8 +108,10 @@ const tuningOptions = {
   "emit-interval": { type: "string" },
 } as const;
 
-function tuning(values: Partial<Record<keyof typeof tuningOptions, string>>): Partial<NodeOptions> {
-  const duration = (name: keyof typeof tuningOptions) => {
+type DurationFlag = "out-of-orderness" | "idle-timeout" | "dedup-horizon" | "checkpoint-interval" | "emit-interval";
+
+function tuning(values: Partial<Record<DurationFlag, string>>): Partial<NodeOptions> {
+  const duration = (name: DurationFlag) => {
     const text = values[name];
     if (text === undefined) return undefined;
     try {
@@ -128,6 +135,7 @@ async function node(args: string[]) {
     options: { nats: { type: "string" }, data: { type: "string" }, http: { type: "string" }, rules: { type: "string" }, ...tuningOptions },
   });
   if (!values.nats || !values.data) throw new UsageError("--nats URL and --data DIR are required");
+  await loadPlugins(values.plugin);
   const running = await runNode(
     { natsUrl: values.nats, dataDir: resolve(values.data), rules: loadRules(values.rules), ...tuning(values) },
     parsePort(values.http, 8080, "http"),

@@ -6,6 +6,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import type { MetricRule } from "../actors/rules.js";
 import type { WindowResult } from "../actors/window-result.js";
 import type { ResultQuery } from "../node/results-store.js";
+import { activationDelayMs, type StoredRule } from "../node/rules-store.js";
 import { toPoint } from "./points.js";
 
 /** What the HTTP edge needs from a node. The edge stays thin: parse, call, serialize. */
@@ -16,6 +17,11 @@ export interface NodeApi {
   onResult(listener: (result: WindowResult) => void): () => void;
   publishEvents(events: { source: string; kind: string; body: unknown }[]): Promise<void>;
   status(): unknown;
+  readonly ruleAdmin: {
+    list(): Promise<StoredRule[]>;
+    put(definition: Record<string, unknown>, activeFrom: number): Promise<StoredRule>;
+    remove(name: string): Promise<boolean>;
+  };
 }
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -90,6 +96,14 @@ async function handle(node: NodeApi, req: IncomingMessage, res: ServerResponse):
   if (req.method === "GET" && metricPath) return json(res, 200, await queryMetric(node, decodeURIComponent(metricPath[1]!), url.searchParams));
   if (req.method === "POST" && path === "/v1/events") return json(res, 202, await postEvents(node, req));
   if (req.method === "GET" && path === "/v1/audit") return json(res, 200, await audit(node, url.searchParams));
+  if (req.method === "GET" && path === "/v1/rules") return json(res, 200, { rules: (await node.ruleAdmin.list()).map(describeStored) });
+  const rulePath = /^\/v1\/rules\/([^/]+)$/.exec(path);
+  if (rulePath && req.method === "PUT") return json(res, 200, await putRule(node, decodeURIComponent(rulePath[1]!), req));
+  if (rulePath && req.method === "DELETE") {
+    const name = decodeURIComponent(rulePath[1]!);
+    if (!(await node.ruleAdmin.remove(name))) throw new HttpError(404, `no rule "${name}"`);
+    return json(res, 200, { removed: name });
+  }
   const file = staticFiles[path];
   if (req.method === "GET" && file) {
     res.writeHead(200, { "Content-Type": file[1], "Cache-Control": "no-cache" });
@@ -97,6 +111,29 @@ async function handle(node: NodeApi, req: IncomingMessage, res: ServerResponse):
     return;
   }
   throw new HttpError(404, `no route for ${req.method} ${path}`);
+}
+
+function describeStored(stored: StoredRule) {
+  return { ...stored.definition, activeFrom: new Date(stored.activeFrom).toISOString() };
+}
+
+/** `PUT /v1/rules/<name>` with a rule definition (as in a rules file) as the body. */
+async function putRule(node: NodeApi, name: string, req: IncomingMessage) {
+  let definition: unknown;
+  try {
+    definition = JSON.parse(await readBody(req));
+  } catch (e) {
+    throw new HttpError(400, `body is not JSON: ${(e as Error).message}`);
+  }
+  if (!definition || typeof definition !== "object" || Array.isArray(definition)) throw new HttpError(400, "the body is one rule object");
+  const rule = { name, ...(definition as Record<string, unknown>) };
+  if (rule.name !== name) throw new HttpError(400, `the rule's name "${String(rule.name)}" differs from the path's "${name}"`);
+  if (name.startsWith("_")) throw new HttpError(400, `metric names starting with "_" are reserved`);
+  try {
+    return describeStored(await node.ruleAdmin.put(rule, Date.now() + activationDelayMs));
+  } catch (e) {
+    throw new HttpError(400, (e as Error).message);
+  }
 }
 
 function describeRule(rule: MetricRule) {

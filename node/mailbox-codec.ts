@@ -9,7 +9,15 @@ import { encodeStates } from "../actors/window-actor.js";
  */
 export type MailboxMessage =
   /** `first`..`last`: the event stream sequences of the router batch, so a replayed batch is recognised. */
-  | { type: "partials"; partition: number; first: number; last: number; partials: WindowPartial[] }
+  | {
+      type: "partials";
+      partition: number;
+      /** Who routed it, for de-duplication: the partition's router, or a backfill (`bf:<rule>@<activeFrom>:<partition>`). */
+      origin?: string;
+      first: number;
+      last: number;
+      partials: WindowPartial[];
+    }
   | { type: "marks"; marks: [partition: number, PartitionMark][] };
 
 /**

@@ -139,7 +139,7 @@ export class PartitionIngest {
     }
 
     // Lateness is judged against the watermark before this batch: the same on a replay.
-    const routed = this.router.route(events, this.maxEventTime - this.settings.outOfOrdernessMs);
+    const routed = this.router.route(events, this.maxEventTime - this.settings.outOfOrdernessMs, arrivals);
     events.forEach((event, i) => {
       const outcome = routed.outcomes[i];
       if (outcome === Outcome.Aggregated) return audit.add(arrivals[i]!, "aggregated");

@@ -47,7 +47,7 @@ export class ShardHost {
 
   constructor(
     private readonly store: StateStore,
-    private readonly rules: () => readonly MetricRule[],
+    private readonly ruleOf: (metric: string) => MetricRule | undefined,
     private readonly sink: ResultSink,
     private readonly settings: ShardHostSettings,
   ) {
@@ -97,7 +97,7 @@ export class ShardHost {
       const shard = this.shards.get(Number(m.subject.slice(m.subject.lastIndexOf(".") + 1)));
       if (shard) {
         const message = decodeMailbox(m.data);
-        if (message.type === "partials") shard.applyBatch(message.partition, message.last, message.partials);
+        if (message.type === "partials") shard.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
         else for (const [partition, mark] of message.marks) shard.mark(partition, mark);
       }
       this.position = m.seq;
@@ -121,7 +121,7 @@ export class ShardHost {
   }
 
   private rule(metric: string): MetricRule | undefined {
-    return this.rules().find((r) => r.name === metric);
+    return this.ruleOf(metric);
   }
 
   private emit(result: WindowResult): void {

@@ -47,12 +47,21 @@ export class SupervisedConsumer {
       ack_wait: ns(60_000),
     });
     const consumer = await this.js.consumers.get(this.spec.stream, this.spec.name);
+    let delivered = 0;
     this.loop = await consumeInBatches(
       consumer,
       this.spec.maxBatch,
       async (batch) => {
         if (this.failing) return;
         try {
+          // Strictly in order, or not at all: a delivery the client never received (a pull in
+          // flight when the connection dropped) comes back only after ack_wait, behind later
+          // messages. A gap in the consumer's delivery sequence means exactly that: recover.
+          for (const m of batch) {
+            if (m.info.deliverySequence !== ++delivered) {
+              throw new Error(`delivery ${m.info.deliverySequence} arrived, ${delivered} expected: messages were lost in flight`);
+            }
+          }
           await this.spec.handle(batch);
           this.attempt = 0;
         } catch (e) {

@@ -14,6 +14,7 @@ import { encodeMailbox } from "./mailbox-codec.js";
 import { PartitionIngest, type IngestCounters } from "./partition-ingest.js";
 import { ResultsStore, type ResultQuery } from "./results-store.js";
 import { RouterLog } from "./router-log.js";
+import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
 import { fileStrays } from "./stray-events.js";
 import { ensureConsumer, ensureStreams, streams, subjects } from "./streams.js";
@@ -22,7 +23,8 @@ import { SupervisedConsumer } from "./supervised-consumer.js";
 export interface NodeOptions {
   natsUrl: string;
   dataDir: string;
-  rules: MetricRule[];
+  /** Rule definitions (as in a rules file) to seed the rules bucket with; stored rules win. */
+  rules: Record<string, unknown>[];
   /** Event partitions: must match the server's subject mapping (`tally nats-config`). */
   partitions?: number;
   /** Actor shards: fixed for the life of a cluster. */
@@ -66,7 +68,12 @@ export class TallyNode {
   readonly id: string;
   readonly counters: IngestCounters = { messages: 0, events: 0, duplicates: 0, rejected: 0, unmatched: 0 };
   private readonly settings: Required<Omit<NodeOptions, "natsUrl" | "dataDir" | "rules" | "limits">> & { limits: ValidationLimits };
-  private rules: MetricRule[];
+  /** The live rule set, as the rules bucket says now. */
+  private rules: MetricRule[] = [];
+  /** Every rule seen since start, removed ones included: windows in flight still need theirs. */
+  private readonly known = new Map<string, MetricRule>([[auditRule.name, auditRule]]);
+  private rulesStore!: RulesStore;
+  private stopWatchingRules?: () => void;
   private nc!: NatsConnection;
   private js!: JetStreamClient;
   private store!: RocksStateStore;
@@ -82,7 +89,6 @@ export class TallyNode {
 
   constructor(private readonly options: NodeOptions) {
     this.settings = { ...nodeDefaults, limits: defaultLimits, ...stripUndefined(options) } as TallyNode["settings"];
-    this.rules = options.rules;
     mkdirSync(options.dataDir, { recursive: true });
     this.id = nodeIdIn(options.dataDir);
   }
@@ -108,9 +114,18 @@ export class TallyNode {
     });
     this.store = await RocksStateStore.open(join(this.options.dataDir, "rocksdb"));
     this.results = new ResultsStore(this.store);
-    const rules = [...this.metricRules];
-    this.host = new ShardHost(this.store, () => rules, (result) => this.publishResult(result), s);
-    const router = new Router(this.rules, s.shards);
+    this.host = new ShardHost(this.store, (metric) => this.known.get(metric), (result) => this.publishResult(result), s);
+    const router = new Router([], s.shards);
+    this.rulesStore = await RulesStore.open(this.nc);
+    await this.rulesStore.seed(this.options.rules);
+    this.stopWatchingRules = await this.rulesStore.watch(
+      (rules) => {
+        this.rules = rules;
+        for (const rule of rules) this.known.set(rule.name, rule);
+        router.setRules(rules);
+      },
+      (name, e) => console.error(`tally ${this.id}: rule "${name}" in the rules bucket is invalid and ignored: ${e.message}`),
+    );
     const log = new RouterLog(this.js, jsm);
     const logError = (message: string) => console.error(`tally ${this.id}: ${message}`);
 
@@ -161,6 +176,7 @@ export class TallyNode {
   async stop(): Promise<void> {
     this.ready = false;
     clearInterval(this.watermarkTimer);
+    this.stopWatchingRules?.();
     for (const router of this.routers) await router.stop();
     await this.shardConsumer?.stop();
     await this.host.checkpoint().catch((e) => console.error(`tally ${this.id}: final checkpoint failed: ${(e as Error).message}`));
@@ -173,6 +189,11 @@ export class TallyNode {
   /** The node's event-time watermark: the least of its shards'. */
   get watermark(): number {
     return this.host?.watermark ?? -Infinity;
+  }
+
+  /** The rules bucket, for the admin API. */
+  get ruleAdmin(): RulesStore {
+    return this.rulesStore;
   }
 
   query(q: ResultQuery): Promise<WindowResult[]> {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { registerAggregation, resolveAggregation, type Aggregation } from "../actors/aggregations/aggregation.js";
+import { resolveAggregation, type Aggregation } from "../actors/aggregations/aggregation.js";
 import { quantileRelativeAccuracy } from "../actors/aggregations/builtin.js";
 import type { TelemetryEvent } from "../actors/event.js";
 import { Router } from "../actors/router.js";
@@ -96,32 +96,8 @@ test("histogram buckets (1-2-5 scale) count every value once", () => {
 });
 
 test("a developer's own aggregation plugs in: rules name it, the pipeline merges it, results carry it", async () => {
-  /** Standard deviation by Welford's algorithm, merged with Chan et al.'s formula. */
-  interface Moments {
-    n: number;
-    mean: number;
-    m2: number;
-  }
-  registerAggregation(/^stddev$/, () => ({
-    stateKey: "stddev",
-    needsValue: true,
-    init: (): Moments => ({ n: 0, mean: 0, m2: 0 }),
-    add(s: Moments, x) {
-      s.n++;
-      const d = x! - s.mean;
-      s.mean += d / s.n;
-      s.m2 += d * (x! - s.mean);
-    },
-    merge(a: Moments, b: Moments) {
-      if (b.n === 0) return a;
-      const n = a.n + b.n;
-      const d = b.mean - a.mean;
-      return { n, mean: a.mean + (d * b.n) / n, m2: a.m2 + b.m2 + (d * d * a.n * b.n) / n };
-    },
-    result: (s: Moments) => (s.n < 2 ? null : Math.sqrt(s.m2 / (s.n - 1))),
-    encode: (s: Moments) => Buffer.from(JSON.stringify(s)),
-    decode: (b: Uint8Array) => JSON.parse(Buffer.from(b).toString()) as Moments,
-  }));
+  // The README's example plugin, loaded as `tally node --plugin` would.
+  await import(new URL("../../examples/stddev-aggregation.js", import.meta.url).href);
   const rules = parseRules("metrics: [{name: cycle, kind: perf, value: v, aggregates: [count, stddev, p50, top2:code, distinct:source], window: 1m, lateness: 0s}]");
   const emitted: WindowResult[] = [];
   const system = new ActorSystem<WindowMessage>(

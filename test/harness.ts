@@ -1,8 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { MetricRule } from "../actors/rules.js";
-import { parseRules } from "../actors/rules.js";
+import { parseRuleDefinitions } from "../actors/rules.js";
 import { runNode, type RunningNode } from "../cli/run-node.js";
 import { startNatsServer, type NatsServer } from "../node/nats-server.js";
 import { nodeDefaults, type NodeOptions } from "../node/tally-node.js";
@@ -37,12 +36,12 @@ export const fastSettings: Partial<NodeOptions> = {
 /** A node with its HTTP edge on a free port, tuned to finalize quickly. */
 export async function startTestNode(
   natsUrl: string,
-  rules: MetricRule[] | string,
+  rules: Record<string, unknown>[] | string,
   options: Partial<NodeOptions> = {},
 ): Promise<RunningNode & { dataDir: string; cleanup(): Promise<void> }> {
   const dir = tempDir("tally-node-");
   const running = await runNode(
-    { natsUrl, dataDir: dir.path, rules: typeof rules === "string" ? parseRules(rules) : rules, ...fastSettings, ...options },
+    { natsUrl, dataDir: dir.path, rules: typeof rules === "string" ? parseRuleDefinitions(rules) : rules, ...fastSettings, ...options },
     0,
   );
   return {

@@ -109,6 +109,17 @@ async function publish(events: TelemetryEvent[], random: () => number) {
   await nc.flush();
 }
 
+/** Awaits `promise`, failing with `describe()` if it takes longer than `ms`. */
+async function withTimeout<T>(promise: Promise<T>, ms: number, describe: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(describe())), ms)));
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function resultKey(r: Pick<WindowResult, "metric" | "window" | "start" | "dims">): string {
   return `${r.metric}|${r.window}|${r.start}|${JSON.stringify(r.dims)}`;
 }
@@ -131,7 +142,10 @@ test("out-of-order, duplicated events in three encodings finalize exactly as a b
       }),
     );
     await publish(input, random);
-    await allFinal;
+    await withTimeout(allFinal, 30_000, () => {
+      const missing = [...expected.keys()].filter((k) => !finals.has(k));
+      return `final results for ${finals.size} of ${expected.size} windows; missing e.g. ${missing.slice(0, 3).join(", ")}; status ${JSON.stringify(node.node.status().counters)}`;
+    });
 
     for (const [key, want] of expected) {
       const got = finals.get(key);
@@ -187,6 +201,9 @@ test("bad input goes to the DLQ with its reason and bytes, and the node keeps ag
       ["telemetry.r1.status", JSON.stringify("just a string"), "not_an_object"],
       ["telemetry.r1.status.extra", JSON.stringify({ id: "x7", ts: now }), "bad_subject"],
     ];
+    const lyon = new Promise<WindowResult>((resolve) => {
+      node.node.onResult((r) => r.metric === "temp" && r.dims.site === "lyon" && r.window === "1m" && resolve(r));
+    });
     for (const [subject, payload] of bad) nc.publish(subject, payload);
     const pb = headers();
     pb.set("Content-Type", "application/protobuf");
@@ -214,9 +231,7 @@ test("bad input goes to the DLQ with its reason and bytes, and the node keeps ag
     assert.ok(reasons.includes("invalid_protobuf"));
     assert.ok(reasons.includes("missing_ts") && bytes.includes(JSON.stringify({ id: "bad-1" })));
 
-    const provisional = await new Promise<WindowResult>((resolve) => {
-      node.node.onResult((r) => r.metric === "temp" && r.dims.site === "lyon" && r.window === "1m" && resolve(r));
-    });
+    const provisional = await withTimeout(lyon, 30_000, () => "no result for the good event of the mixed batch");
     assert.equal(provisional.values.count, 1);
     assert.ok(node.node.isReady);
 

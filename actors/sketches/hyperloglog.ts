@@ -348,7 +348,8 @@ export class HyperLogLog {
 
   /** The 64-bit hash the sketch uses for `value` (h1·2³² + h2 of MurmurHash3_x86_128, see above). */
   static hashValue(value: string): bigint {
-    murmur3x86_128(scratch, utf8IntoScratch(value), HASH_SEED);
+    const len = utf8IntoScratch(value); // before reading `scratch`: it may grow
+    murmur3x86_128(scratch, len, HASH_SEED);
     return (BigInt(out1 >>> 0) << 32n) | BigInt(out2 >>> 0);
   }
 
@@ -393,7 +394,8 @@ export class HyperLogLog {
 
   /** Adds one value (a string; callers stringify numbers etc. consistently themselves). */
   add(value: string): void {
-    murmur3x86_128(scratch, utf8IntoScratch(value), HASH_SEED);
+    const len = utf8IntoScratch(value); // before reading `scratch`: it may grow
+    murmur3x86_128(scratch, len, HASH_SEED);
     this.addHash(out1, out2);
   }
 

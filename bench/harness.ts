@@ -1,0 +1,354 @@
+/**
+ * Shared bench machinery: the processes under test, the load generator, the closed-loop driver
+ * that measures sustained throughput, CPU and memory from /proc, and freshness over the WebSocket.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { DeliverPolicy, jetstreamManager, type JetStreamManager, jetstream } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { WebSocket } from "ws";
+import type { WindowResult } from "../actors/window-result.js";
+import { streams } from "../node/streams.js";
+import { tempDir } from "../test/harness.js";
+import { httpRequest, NatsProcess, NodeProcess } from "../test/processes.js";
+import type { FromGenerator, GeneratorSpec, ToGenerator } from "./generator.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The repository root (this file runs from dist/bench/). */
+export const repoRoot = join(here, "..", "..");
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const outOfOrdernessMs = 2_000; // the node's default (README, "Operating")
+
+// ---- /proc ----------------------------------------------------------------------------------
+
+const ticksPerSecond = 100; // `getconf CLK_TCK` on Linux
+
+/** User + system CPU seconds a process has used so far (0 once it is gone). */
+export function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+  } catch {
+    return 0;
+  }
+}
+
+/** Peak resident set size (VmHWM) in bytes. */
+export function peakRss(pid: number | undefined): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Current resident set size (VmRSS) in bytes. */
+export function rss(pid: number | undefined): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export const totalCpu = (pids: (number | undefined)[]) => pids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
+
+// ---- statistics -----------------------------------------------------------------------------
+
+export function percentile(values: number[], p: number): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+export interface Percentiles {
+  p50: number | null;
+  p99: number | null;
+  n: number;
+}
+export const percentiles = (values: number[]): Percentiles => ({ p50: percentile(values, 50), p99: percentile(values, 99), n: values.length });
+
+// ---- the load generator ---------------------------------------------------------------------
+
+export class Generator {
+  published = 0;
+  private readonly done: Promise<number>;
+
+  private constructor(private readonly child: ChildProcess) {
+    this.done = new Promise((resolve) => {
+      child.on("message", (m: FromGenerator) => {
+        if ("published" in m) this.published = m.published;
+        if ("done" in m) resolve(m.done);
+      });
+      child.once("exit", () => resolve(this.published));
+    });
+  }
+
+  static async start(spec: GeneratorSpec): Promise<Generator> {
+    const child = fork(join(here, "generator.js"), [JSON.stringify(spec)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    await new Promise<void>((resolve, reject) => {
+      child.once("message", () => resolve());
+      child.once("exit", (code) => reject(new Error(`generator exited with ${code}`)));
+    });
+    return new Generator(child);
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  allow(events: number): void {
+    this.send({ allow: events });
+  }
+
+  async stop(): Promise<number> {
+    this.send({ stop: true });
+    return this.done;
+  }
+
+  private send(m: ToGenerator): void {
+    if (this.child.connected) this.child.send(m);
+  }
+}
+
+// ---- sustained throughput -------------------------------------------------------------------
+
+/** A system under test, as the closed loop sees it. */
+export interface System {
+  /**
+   * Events fully processed so far. `settled` (default `done`) also counts events that left the
+   * queue otherwise (UDP datagrams the kernel dropped); `congested` holds the generator back.
+   */
+  progress(): Promise<{ done: number; settled?: number; congested?: boolean }>;
+  /** Processes whose CPU and peak memory are the system's (the generator is not). */
+  pids(): (number | undefined)[];
+  /** Events in flight at most (default: about a second's worth), and how often progress is read (default 100 ms). */
+  flow?: { maxBacklog: number; everyMs: number };
+}
+
+export interface Throughput {
+  eventsPerSec: number;
+  cpuSecPerMillion: number;
+  /** CPU the generator used per million events (not part of the figure above). */
+  generatorCpuSecPerMillion: number;
+  events: number;
+  seconds: number;
+}
+
+export interface LoadTiming {
+  warmupMs: number;
+  measureMs: number;
+}
+
+/**
+ * Closed loop: the generator may run at most `backlog` events ahead of what the system has
+ * processed (about 1 s of work), so it stays saturated without an unbounded queue. The rate is
+ * processed events over the measured interval, after a warm-up.
+ */
+export async function saturate(system: System, spec: GeneratorSpec, timing: LoadTiming): Promise<Throughput> {
+  const generator = await Generator.start(spec);
+  const { maxBacklog, everyMs } = system.flow ?? { maxBacklog: 2_000_000, everyMs: 100 };
+  let backlog = Math.min(50_000, maxBacklog);
+  const sample = async () => ({ at: Date.now(), done: (await system.progress()).done, cpu: totalCpu(system.pids()), gen: cpuSeconds(generator.pid) });
+  const startedAt = Date.now();
+  let first: Awaited<ReturnType<typeof sample>> | undefined;
+  let previous = { at: startedAt, done: 0 };
+  try {
+    generator.allow(backlog);
+    for (;;) {
+      await sleep(everyMs);
+      const { done, settled = done, congested } = await system.progress();
+      const now = Date.now();
+      // About one second of work in flight, never less than a few batches.
+      const rate = ((done - previous.done) * 1000) / Math.max(1, now - previous.at);
+      backlog = Math.min(maxBacklog, Math.max(backlog * 0.8, rate, 50_000));
+      previous = { at: now, done };
+      if (!congested) generator.allow(settled + backlog);
+      if (!first && now - startedAt >= timing.warmupMs) first = await sample();
+      if (first && now - first.at >= timing.measureMs) break;
+    }
+    const last = await sample();
+    const events = last.done - first!.done;
+    const perMillion = (s: number) => (events > 0 ? (s * 1e6) / events : 0);
+    return {
+      eventsPerSec: (events * 1000) / (last.at - first!.at),
+      cpuSecPerMillion: perMillion(last.cpu - first!.cpu),
+      generatorCpuSecPerMillion: perMillion(last.gen - first!.gen),
+      events,
+      seconds: (last.at - first!.at) / 1000,
+    };
+  } finally {
+    await generator.stop();
+  }
+}
+
+// ---- Tally under test -------------------------------------------------------------------------
+
+export interface TallyStack extends System {
+  nats: NatsProcess;
+  node: NodeProcess;
+  nc: NatsConnection;
+  jsm: JetStreamManager;
+  status(): Promise<TallyStatus>;
+  /** The most active windows seen by `progress()`, and the node's RSS at that moment. */
+  peak: { activeWindows: number; rss: number };
+  /** The node's RSS once started, before any load. */
+  idleRss: number;
+  stop(): Promise<void>;
+}
+
+export interface TallyStatus {
+  watermark: number | null;
+  activeWindows: number;
+  counters: { messages: number; events: number; duplicates: number; rejected: number; unmatched: number };
+}
+
+/** nats-server and `tally node` as child processes on fresh data dirs; `rules` as in README "Rules". */
+export async function startTally(rules: { metrics: object[] }, opts: { profileDir?: string } = {}): Promise<TallyStack> {
+  const dir = tempDir("tally-bench-");
+  const rulesFile = join(dir.path, "rules.json");
+  writeFileSync(rulesFile, JSON.stringify(rules));
+  const nats = await NatsProcess.start({ dir: join(dir.path, "nats") });
+  const node = await NodeProcess.start({
+    natsUrl: nats.url,
+    dataDir: join(dir.path, "node"),
+    rulesFile,
+    env: opts.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${opts.profileDir}` } : {},
+  });
+  const nc = await connect({ servers: nats.url, name: "tally-bench" });
+  const jsm = await jetstreamManager(nc);
+  const status = async () => JSON.parse((await httpRequest(`${node.url}/v1/status`, { timeoutMs: 10_000 })).body) as TallyStatus;
+  const peak = { activeWindows: 0, rss: 0 };
+  await sleep(500);
+  return {
+    nats,
+    node,
+    nc,
+    jsm,
+    status,
+    peak,
+    idleRss: rss(node.pid),
+    pids: () => [node.pid, nats.pid],
+    async progress() {
+      const [s, mailbox] = await Promise.all([status(), jsm.consumers.info(streams.mailbox, "shards")]);
+      if (s.activeWindows > peak.activeWindows) Object.assign(peak, { activeWindows: s.activeWindows, rss: rss(node.pid) });
+      // Routers count events as they route them; hold the load back while the window actors lag.
+      return { done: s.counters.events, congested: mailbox.num_pending > 2_000 };
+    },
+    async stop() {
+      await nc.close();
+      await node.stop();
+      await nats.stop();
+      dir.remove();
+    },
+  };
+}
+
+// ---- freshness --------------------------------------------------------------------------------
+
+export interface Freshness {
+  /** Probe event published → provisional result with it visible on the WebSocket. */
+  provisional: Percentiles;
+  /** The same probe events: published → delivered to a plain JetStream consumer (the transport's own latency). */
+  transport: Percentiles;
+  /** Final result published minus (window end + lateness), over every window of the metric ending in the phase. */
+  final: Percentiles;
+  /**
+   * `final` less the out-of-orderness: how long after the watermark passed end + lateness (by its
+   * definition, max event time − out-of-orderness, with events stamped as they are published) the
+   * final result was out. The target's measure.
+   */
+  afterWatermark: Percentiles;
+  /** Events/s offered during the phase. */
+  rate: number;
+}
+
+/** The freshness probe's metric: one event every 20 ms from source `probe`. */
+export const probeRule = (lateness: string) => ({ name: "bench_probe", kind: "probe", aggregates: ["count"], window: "1m", lateness });
+
+/**
+ * Open loop at `rate` events/s. Event time is shifted so that a minute boundary falls `leadMs`
+ * into the phase: the windows ending there go final while we watch. A probe event every 20 ms
+ * (source `probe`, its own rule) measures publish → provisional result on the WebSocket.
+ */
+export async function measureFreshness(
+  stack: TallyStack,
+  spec: GeneratorSpec,
+  opts: { metric: string; latenessMs: number; leadMs?: number; graceMs?: number; minOffsetMs?: number },
+): Promise<Freshness> {
+  const leadMs = opts.leadMs ?? 3_000;
+  const startedAt = Date.now();
+  // Event time never goes back from an earlier phase's (`minOffsetMs` ahead of the wall clock).
+  const boundary = Math.ceil((startedAt + (opts.minOffsetMs ?? 0) + leadMs) / 60_000) * 60_000;
+  const offset = boundary - leadMs - startedAt; // event time = wall clock + offset
+  const closesAt = boundary + opts.latenessMs; // event time at which the windows ending at `boundary` close
+  const until = closesAt - offset + outOfOrdernessMs + (opts.graceMs ?? 3_000);
+
+  const sentAt = new Map<string, number>();
+  const probesByWindow = new Map<number, string[]>();
+  const provisional: number[] = [];
+  const seen = new Map<number, number>();
+  const ws = new WebSocket(`ws://127.0.0.1:${stack.node.port}/v1/subscribe?metric=bench_probe`);
+  await new Promise((resolve, reject) => (ws.once("message", resolve), ws.once("error", reject)));
+  ws.on("message", (data) => {
+    const at = Date.now();
+    const { point } = JSON.parse(String(data)) as { point?: WindowResult };
+    if (!point) return;
+    const ids = probesByWindow.get(point.start) ?? [];
+    for (let i = seen.get(point.start) ?? 0; i < Math.min(point.eventCount, ids.length); i++) provisional.push(at - sentAt.get(ids[i]!)!);
+    seen.set(point.start, Math.max(seen.get(point.start) ?? 0, point.eventCount));
+  });
+
+  // The transport: the same probe messages through a plain ordered JetStream consumer.
+  const transport: number[] = [];
+  const consumer = await jetstream(stack.nc).consumers.get(streams.events, { filter_subjects: "tally.events.*.probe.probe", deliver_policy: DeliverPolicy.New });
+  const transportMessages = await consumer.consume({
+    callback: (m) => {
+      const id = (JSON.parse(m.string()) as { id: string }).id;
+      const sent = sentAt.get(id);
+      if (sent !== undefined) transport.push(Date.now() - sent);
+    },
+  });
+
+  // Finals of the metric's windows that end in the phase, as published on the results subject.
+  const finals: { at: number }[] = [];
+  const sub = stack.nc.subscribe(`results.${opts.metric}.>`, {
+    callback: (_e, m) => {
+      const text = m.string();
+      if (!text.includes('"status":"final"')) return;
+      const r = JSON.parse(text) as WindowResult;
+      if (r.end === boundary) finals.push({ at: Date.now() });
+    },
+  });
+
+  const generator = await Generator.start({ ...spec, tsOffsetMs: offset });
+  let n = 0;
+  const probes = setInterval(() => {
+    const id = `probe-${spec.idPrefix}-${n++}`;
+    const ts = Date.now() + offset;
+    const start = Math.floor(ts / 60_000) * 60_000;
+    probesByWindow.set(start, [...(probesByWindow.get(start) ?? []), id]);
+    sentAt.set(id, Date.now());
+    stack.nc.publish("telemetry.probe.probe", JSON.stringify({ id, ts }));
+  }, 20);
+  while (Date.now() < until) await sleep(50);
+  clearInterval(probes);
+  const published = await generator.stop();
+  const seconds = (Date.now() - startedAt) / 1000;
+  ws.close();
+  sub.unsubscribe();
+  transportMessages.stop();
+  const lags = finals.map((f) => f.at + offset - closesAt); // both in event time
+  return {
+    provisional: percentiles(provisional),
+    transport: percentiles(transport),
+    final: percentiles(lags),
+    afterWatermark: percentiles(lags.map((lag) => lag - outOfOrdernessMs)),
+    rate: published / seconds,
+  };
+}

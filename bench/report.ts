@@ -1,0 +1,146 @@
+/** The suite's results as Markdown: every Tally figure beside a baseline of the same run, as a ratio. */
+import type { Percentiles } from "./harness.js";
+import type { BaselineRow, SuiteResult, TallyRow } from "./suite.js";
+
+const int = (n: number) => Math.round(n).toLocaleString("en-US");
+const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+const dec = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "—");
+const ratio = (a: number, b: number | undefined) => (b ? `${dec(a / b)}×` : "—");
+const ms = (p: Percentiles) => (p.n === 0 ? "—" : `${p.p50} / ${p.p99}`);
+const table = (head: string[], rows: string[][]) =>
+  [`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+
+/** Marginal memory of an active window: (RSS at the most active windows − idle RSS) / windows. */
+export const bytesPerWindow = (r: TallyRow) => (r.peakActiveWindows > 0 ? (r.rssAtPeakWindows - r.idleRssBytes) / r.peakActiveWindows : NaN);
+
+export function markdown(result: SuiteResult): string {
+  const limitOf = (mode: string) => result.baselines.find((b) => b.baseline === "limit" && b.mode === mode);
+  const find = (key: BaselineRow["against"]) => result.rows.find((r) => key && r.scenario === key.scenario && r.variant === key.variant && r.mode === key.mode);
+  const out: string[] = [];
+  out.push(`# Tally benchmark (${result.smoke ? "smoke" : "full"} suite)`);
+  out.push(
+    `${result.startedAt}, ${result.machine.cpus} CPUs, Node ${result.machine.node}. Reproduce: \`make bench\` (\`node dist/bench/run.js${result.smoke ? " --smoke" : ""}\`). ` +
+      `Every process on one machine: generator, nats-server, the Tally node and the baselines. Columns: bench/README.md.`,
+  );
+
+  out.push("## Tally, each figure beside the limit baseline of the same message shape");
+  out.push(
+    table(
+      ["scenario", "variant", "messages", "events/s", "÷ limit", "CPU s / M events", "÷ limit", "node peak RSS MiB", "÷ limit", "provisional p50 / p99 ms", "transport p50 / p99 ms", "÷ transport (p99)", "final p50 / p99 ms", "after watermark p99 ms"],
+      result.rows.map((r) => {
+        const limit = limitOf(r.mode);
+        const f = r.freshness;
+        return [
+          r.scenario,
+          r.variant,
+          r.mode,
+          int(r.throughput.eventsPerSec),
+          ratio(r.throughput.eventsPerSec, limit?.throughput.eventsPerSec),
+          dec(r.throughput.cpuSecPerMillion),
+          ratio(r.throughput.cpuSecPerMillion, limit?.throughput.cpuSecPerMillion),
+          mib(r.peakRssBytes),
+          ratio(r.peakRssBytes, limit?.peakRssBytes),
+          ms(f.provisional),
+          ms(f.transport),
+          ratio(f.provisional.p99 ?? NaN, f.transport.p99 ?? undefined),
+          ms(f.final),
+          f.afterWatermark.n ? String(f.afterWatermark.p99) : "—",
+        ];
+      }),
+    ),
+  );
+
+  out.push("## Baselines (same run)");
+  out.push(
+    table(
+      ["baseline", "messages", "what", "events/s", "CPU s / M events", "peak RSS MiB", "compared with", "Tally events/s", "Tally ÷ baseline", "Tally CPU ÷ baseline CPU"],
+      result.baselines.map((b) => {
+        const tally = b.baseline === "limit" ? result.rows.find((r) => r.mode === b.mode && r.scenario === "robots") : find(b.against);
+        return [
+          b.baseline,
+          b.mode,
+          b.what + (b.note ? ` (${b.note})` : ""),
+          int(b.throughput.eventsPerSec),
+          dec(b.throughput.cpuSecPerMillion),
+          mib(b.peakRssBytes),
+          tally ? `${tally.scenario}, ${tally.variant}, ${tally.mode}` : "—",
+          tally ? int(tally.throughput.eventsPerSec) : "—",
+          ratio(tally?.throughput.eventsPerSec ?? NaN, b.throughput.eventsPerSec),
+          ratio(tally?.throughput.cpuSecPerMillion ?? NaN, b.throughput.cpuSecPerMillion),
+        ];
+      }),
+    ),
+  );
+
+  out.push("## Targets (from the issue; reported, never failed on)");
+  out.push(table(["target", "measured", "vs target", ""], targets(result).map((t) => [t.target, t.measured, t.ratio, t.met === undefined ? "not measured" : t.met ? "met" : "missed"])));
+
+  const hc = result.rows.find((r) => r.scenario === "high cardinality");
+  if (hc) {
+    out.push("## Memory per active window (high cardinality)");
+    out.push(
+      `${int(hc.peakActiveWindows)} active windows at most (of ${int(hc.workload.devices ?? 0)} devices cycled), node RSS ${mib(hc.rssAtPeakWindows)} MiB then ` +
+        `(${mib(hc.idleRssBytes)} MiB idle): ${int(bytesPerWindow(hc))} bytes per window above idle, ` +
+        `${int(hc.rssAtPeakWindows / Math.max(1, hc.peakActiveWindows))} bytes per window for the whole process. ` +
+        `The figure includes everything the node holds for that load (de-duplication ids, buffers), not only window state.`,
+    );
+  }
+
+  if (result.profile) {
+    out.push(`## Where the node's CPU goes: ${result.profile.scenario} (\`node --cpu-prof\`, top 10 by self time)`);
+    out.push(table(["#", "function", "location", "self ms", "self %"], result.profile.top.map((e, i) => [String(i + 1), `\`${e.function}\``, e.location || "—", String(e.selfMs), String(e.selfPercent)])));
+  }
+  if (result.skipped.length > 0) out.push("## Skipped\n\n" + result.skipped.map((s) => `- ${s}`).join("\n"));
+  return out.join("\n\n") + "\n";
+}
+
+export interface Target {
+  target: string;
+  measured: string;
+  ratio: string;
+  met?: boolean;
+}
+
+/** The issue's targets against this run's numbers. */
+export function targets(result: SuiteResult): Target[] {
+  const row = (variant: string, mode: string) => result.rows.find((r) => r.scenario === "robots" && r.variant === variant && r.mode === mode);
+  const headline = row("10k sources, count+avg", "protobuf ×1000");
+  const jsonBatch = row("10k sources, count+avg", "JSON ×100");
+  const limit = result.baselines.find((b) => b.baseline === "limit" && b.mode === "protobuf ×1000");
+  const out: Target[] = [];
+  const add = (target: string, measured: number | undefined, goal: number, show: (n: number) => string, atLeast = true) => {
+    if (measured === undefined || !Number.isFinite(measured)) return out.push({ target, measured: "—", ratio: "—" });
+    out.push({ target, measured: show(measured), ratio: `${dec(measured / goal)}×`, met: atLeast ? measured >= goal : measured < goal });
+  };
+  add("≥ 1,000,000 events/s, protobuf batches, count+avg (robots 10k)", headline?.throughput.eventsPerSec, 1e6, (n) => `${int(n)} events/s`);
+  add("≥ 0.8 of the limit, same", headline && limit ? headline.throughput.eventsPerSec / limit.throughput.eventsPerSec : undefined, 0.8, (n) => `${dec(n)} of the limit`);
+  add("≥ 300,000 events/s, JSON batches (robots 10k, count+avg)", jsonBatch?.throughput.eventsPerSec, 3e5, (n) => `${int(n)} events/s`);
+  for (const b of result.baselines.filter((b) => b.baseline !== "limit")) {
+    const tally = result.rows.find((r) => b.against && r.scenario === b.against.scenario && r.variant === b.against.variant && r.mode === b.against.mode);
+    const goal = b.baseline === "statsd" ? 5 : 10;
+    add(`≥ ${goal}× ${b.baseline === "statsd" ? "StatsD" : "naive Redis"} (${b.what})`, tally ? tally.throughput.eventsPerSec / b.throughput.eventsPerSec : undefined, goal, (n) => `${dec(n)}×`);
+  }
+  const worst = (pick: (r: TallyRow) => Percentiles) => {
+    const measured = result.rows.filter((r) => pick(r).n > 0);
+    return measured.length ? measured.reduce((a, b) => ((pick(a).p99 ?? 0) >= (pick(b).p99 ?? 0) ? a : b)) : undefined;
+  };
+  const p99 = (r: TallyRow | undefined, pick: (r: TallyRow) => Percentiles) => (r && pick(r).n > 0 ? pick(r).p99! : undefined);
+  const provisional = (r: TallyRow) => r.freshness.provisional;
+  const afterWatermark = (r: TallyRow) => r.freshness.afterWatermark;
+  const worstProvisional = worst(provisional);
+  const worstFinal = worst(afterWatermark);
+  add("provisional p99 < 500 ms at half the sustained rate (robots 10k protobuf)", p99(headline, provisional), 500, (n) => `${int(n)} ms`, false);
+  if (worstProvisional) add(`same, worst scenario (${worstProvisional.scenario}, ${worstProvisional.variant}, ${worstProvisional.mode})`, p99(worstProvisional, provisional), 500, (n) => `${int(n)} ms`, false);
+  add("final < 1 s after the watermark passes end + lateness, p99 (robots 10k protobuf)", p99(headline, afterWatermark), 1000, (n) => `${int(n)} ms`, false);
+  if (worstFinal) add(`same, worst scenario (${worstFinal.scenario}, ${worstFinal.variant}, ${worstFinal.mode})`, p99(worstFinal, afterWatermark), 1000, (n) => `${int(n)} ms`, false);
+  const hc = result.rows.find((r) => r.scenario === "high cardinality");
+  add("≤ 300 bytes per active count window", hc ? bytesPerWindow(hc) : undefined, 300, (n) => `${int(n)} bytes (${int(hc!.peakActiveWindows)} windows)`, false);
+  add(
+    "1M active windows < 1 GiB RSS (extrapolated from the above)",
+    hc ? hc.idleRssBytes + 1e6 * bytesPerWindow(hc) : undefined,
+    2 ** 30,
+    (n) => `${mib(n)} MiB`,
+    false,
+  );
+  return out;
+}
