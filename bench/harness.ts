@@ -11,6 +11,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { WebSocket } from "ws";
 import type { WindowResult } from "../actors/window-result.js";
 import { streams } from "../node/streams.js";
+import { nodeDefaults } from "../node/tally-node.js";
 import { tempDir } from "../test/harness.js";
 import { httpRequest, NatsProcess, NodeProcess } from "../test/processes.js";
 import type { FromGenerator, GeneratorSpec, ToGenerator } from "./generator.js";
@@ -199,10 +200,13 @@ export interface TallyStack extends System {
   peak: { activeWindows: number; rss: number };
   /** The node's RSS once started, before any load. */
   idleRss: number;
+  /** Waits (at most `timeoutMs`) until nothing is pending in the node's consumers: events, mailbox, results. */
+  drain(timeoutMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
 export interface TallyStatus {
+  node: string;
   watermark: number | null;
   activeWindows: number;
   counters: { messages: number; events: number; duplicates: number; rejected: number; unmatched: number };
@@ -225,6 +229,10 @@ export async function startTally(rules: { metrics: object[] }, opts: { profileDi
   const status = async () => JSON.parse((await httpRequest(`${node.url}/v1/status`, { timeoutMs: 10_000 })).body) as TallyStatus;
   const peak = { activeWindows: 0, rss: 0 };
   await sleep(500);
+  const results = `results-${(await status()).node}`;
+  const pending = async (consumers: [stream: string, name: string][]) =>
+    (await Promise.all(consumers.map(([stream, name]) => jsm.consumers.info(stream, name)))).reduce((n, c) => n + c.num_pending, 0);
+  const routers: [string, string][] = Array.from({ length: nodeDefaults.partitions }, (_, p) => [streams.events, `router-${p}`]);
   return {
     nats,
     node,
@@ -235,10 +243,15 @@ export async function startTally(rules: { metrics: object[] }, opts: { profileDi
     idleRss: rss(node.pid),
     pids: () => [node.pid, nats.pid],
     async progress() {
-      const [s, mailbox] = await Promise.all([status(), jsm.consumers.info(streams.mailbox, "shards")]);
+      const [s, mailbox, stored] = await Promise.all([status(), pending([[streams.mailbox, "shards"]]), pending([[streams.results, results]])]);
       if (s.activeWindows > peak.activeWindows) Object.assign(peak, { activeWindows: s.activeWindows, rss: rss(node.pid) });
-      // Routers count events as they route them; hold the load back while the window actors lag.
-      return { done: s.counters.events, congested: mailbox.num_pending > 2_000 };
+      // Routers count events as they route them: hold the load back while the window actors or the
+      // results store lag, so the rate is one the whole pipeline keeps up with.
+      return { done: s.counters.events, congested: mailbox > 2_000 || stored > 10_000 };
+    },
+    async drain(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline && (await pending([...routers, [streams.mailbox, "shards"], [streams.results, results]])) > 0) await sleep(100);
     },
     async stop() {
       await nc.close();

@@ -5,6 +5,7 @@ import { connect } from "@nats-io/transport-node";
 import { natsConfig, startNatsServer, type NatsServer } from "../node/nats-server.js";
 import { nodeDefaults, type NodeOptions } from "../node/tally-node.js";
 import { parseDuration } from "../actors/durations.js";
+import { parseRetention } from "../node/retention.js";
 import { runSimulator } from "../sim/publish.js";
 import { loadPlugins, loadRules, parsePort, UsageError } from "./args.js";
 import { dlq } from "./dlq.js";
@@ -19,7 +20,8 @@ const usage = `tally: real-time event-time aggregation on NATS
   tally node --nats URL --data DIR [--http PORT] [--rules FILE]
       one node of a cluster
   tuning (up and node): --plugin FILE (an aggregation module, repeatable) --out-of-orderness 2s --idle-timeout 5s --dedup-horizon 10m
-      --checkpoint-interval 1s --emit-interval 250ms
+      --checkpoint-interval 1s --emit-interval 250ms --event-retention 7d
+      --retention 1m=30d,1h=1y,1d=forever (aggregates kept, by window size)
   tally simulate --nats URL [--robots N] [--interval MS] [--batch]
       the robot-fleet simulator
   tally rules apply FILE [--backfill 6h] | ls | rm NAME  --nats URL
@@ -106,11 +108,13 @@ const tuningOptions = {
   "dedup-horizon": { type: "string" },
   "checkpoint-interval": { type: "string" },
   "emit-interval": { type: "string" },
+  "event-retention": { type: "string" },
+  retention: { type: "string" },
 } as const;
 
-type DurationFlag = "out-of-orderness" | "idle-timeout" | "dedup-horizon" | "checkpoint-interval" | "emit-interval";
+type DurationFlag = "out-of-orderness" | "idle-timeout" | "dedup-horizon" | "checkpoint-interval" | "emit-interval" | "event-retention";
 
-function tuning(values: Partial<Record<DurationFlag, string>>): Partial<NodeOptions> {
+function tuning(values: Partial<Record<DurationFlag | "retention", string>>): Partial<NodeOptions> {
   const duration = (name: DurationFlag) => {
     const text = values[name];
     if (text === undefined) return undefined;
@@ -126,7 +130,18 @@ function tuning(values: Partial<Record<DurationFlag, string>>): Partial<NodeOpti
     dedupHorizonMs: duration("dedup-horizon"),
     checkpointIntervalMs: duration("checkpoint-interval"),
     emitIntervalMs: duration("emit-interval"),
+    eventRetentionMs: duration("event-retention"),
+    retention: retentionFlag(values.retention),
   };
+}
+
+function retentionFlag(text: string | undefined) {
+  if (text === undefined) return undefined;
+  try {
+    return parseRetention(text);
+  } catch (e) {
+    throw new UsageError(`--retention: ${(e as Error).message}`);
+  }
 }
 
 async function node(args: string[]) {

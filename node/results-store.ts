@@ -43,6 +43,12 @@ export class ResultsStore {
  * Revisions order final and corrected results; provisional ones (all revision 0) only grow, so
  * the one with more events is the later. A redelivered older result never replaces a newer one.
  */
+/** Forgets the windows of `metric`/`window` that start before `cutoff` (retention). */
+export async function dropResultsBefore(store: StateStore, metric: string, window: string, cutoff: number): Promise<void> {
+  const prefix = `result/${metric}/${window}/`;
+  await store.deleteRange(prefix, prefix + pad(Math.max(0, cutoff)));
+}
+
 function isNewer(a: WindowResult, b: WindowResult): boolean {
   return a.revision > b.revision || (a.revision === b.revision && a.revision === 0 && a.eventCount > b.eventCount);
 }

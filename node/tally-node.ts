@@ -12,7 +12,8 @@ import { auditRule } from "./audit.js";
 import { consumeInBatches, type BatchLoop } from "./batched-consumer.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import { PartitionIngest, type IngestCounters } from "./partition-ingest.js";
-import { ResultsStore, type ResultQuery } from "./results-store.js";
+import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
+import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
 import { RouterLog } from "./router-log.js";
 import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
@@ -42,6 +43,10 @@ export interface NodeOptions {
   checkpointIntervalMs?: number;
   maxBatch?: number;
   limits?: ValidationLimits;
+  /** How long aggregates are kept, by window size (README, "Retention"). */
+  retention?: RetentionPolicy;
+  /** How long raw events stay in the events stream (backfills reach this far back). */
+  eventRetentionMs?: number;
 }
 
 export const nodeDefaults = {
@@ -55,6 +60,9 @@ export const nodeDefaults = {
   actorIdleMs: 60_000,
   checkpointIntervalMs: 1_000,
   maxBatch: 1_000,
+  retention: defaultRetention,
+  eventRetentionMs: 7 * 86_400_000,
+  retentionSweepMs: 10 * 60_000,
 };
 
 type ResultListener = (result: WindowResult) => void;
@@ -67,7 +75,10 @@ type ResultListener = (result: WindowResult) => void;
 export class TallyNode {
   readonly id: string;
   readonly counters: IngestCounters = { messages: 0, events: 0, duplicates: 0, rejected: 0, unmatched: 0 };
-  private readonly settings: Required<Omit<NodeOptions, "natsUrl" | "dataDir" | "rules" | "limits">> & { limits: ValidationLimits };
+  private readonly settings: Required<Omit<NodeOptions, "natsUrl" | "dataDir" | "rules" | "limits">> & {
+    limits: ValidationLimits;
+    retentionSweepMs: number;
+  };
   /** The live rule set, as the rules bucket says now. */
   private rules: MetricRule[] = [];
   /** Every rule seen since start, removed ones included: windows in flight still need theirs. */
@@ -85,6 +96,7 @@ export class TallyNode {
   private readonly loops: BatchLoop[] = [];
   private readonly listeners = new Set<ResultListener>();
   private watermarkTimer?: NodeJS.Timeout;
+  private retentionTimer?: NodeJS.Timeout;
   private ready = false;
 
   constructor(private readonly options: NodeOptions) {
@@ -107,7 +119,7 @@ export class TallyNode {
     this.nc = await connect({ servers: this.options.natsUrl, name: `tally-${this.id}`, maxReconnectAttempts: -1 });
     this.js = jetstream(this.nc);
     const jsm = await ensureStreams(this.nc, {
-      eventRetentionMs: 7 * 86_400_000,
+      eventRetentionMs: s.eventRetentionMs,
       dedupWindowMs: 2 * 60_000,
       dedupHorizonMs: s.dedupHorizonMs,
       replicas: 1,
@@ -169,6 +181,8 @@ export class TallyNode {
       }),
     );
     this.watermarkTimer = setInterval(() => void this.sendWatermarks(), s.watermarkIntervalMs);
+    this.retentionTimer = setInterval(() => void this.enforceRetention(), s.retentionSweepMs);
+    await this.enforceRetention();
     this.ready = true;
   }
 
@@ -176,6 +190,7 @@ export class TallyNode {
   async stop(): Promise<void> {
     this.ready = false;
     clearInterval(this.watermarkTimer);
+    clearInterval(this.retentionTimer);
     this.stopWatchingRules?.();
     for (const router of this.routers) await router.stop();
     await this.shardConsumer?.stop();
@@ -222,6 +237,13 @@ export class TallyNode {
       partitions: this.ingests.map((i) => ({ partition: i.partition, ...i.mark(Date.now()) })),
       shards: [...(this.host?.shards.values() ?? [])].map((s) => ({ shard: s.id, watermark: finiteOrNull(s.watermark), pendingTimers: s.pendingTimers })),
     };
+  }
+
+  /** Deletes aggregates older than their window size's retention from this node's results store. */
+  async enforceRetention(now = Date.now()): Promise<void> {
+    for (const { metric, window, cutoff } of expiredRanges([...this.known.values()], this.settings.retention, now)) {
+      await dropResultsBefore(this.store, metric, window, cutoff).catch((e) => console.error(`retention ${metric}/${window}: ${(e as Error).message}`));
+    }
   }
 
   private consume(stream: string, consumer: string, handle: (batch: JsMsg[]) => Promise<void>): Promise<BatchLoop> {

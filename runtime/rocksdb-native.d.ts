@@ -4,6 +4,7 @@ declare module "rocksdb-native" {
   interface WriteBatch {
     put(key: Key, value: Key): void;
     delete(key: Key): void;
+    deleteRange(start: Key, end: Key): void;
     flush(): Promise<void>;
     destroy(): void;
   }

@@ -10,6 +10,8 @@ export interface StateStore {
   write(puts: Iterable<[string, Uint8Array]>, deletes?: Iterable<string>): Promise<void>;
   /** Entries with gte <= key < lt, in key order. */
   scan(gte: string, lt: string): AsyncIterable<[string, Uint8Array]>;
+  /** Deletes every key with gte <= key < lt. */
+  deleteRange(gte: string, lt: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -46,6 +48,13 @@ export class RocksStateStore implements StateStore {
     }
   }
 
+  async deleteRange(gte: string, lt: string): Promise<void> {
+    const batch = this.db.write();
+    batch.deleteRange(gte, lt);
+    await batch.flush();
+    batch.destroy();
+  }
+
   async close(): Promise<void> {
     await this.db.close();
   }
@@ -67,6 +76,10 @@ export class MemoryStateStore implements StateStore {
   async *scan(gte: string, lt: string): AsyncIterable<[string, Uint8Array]> {
     const keys = [...this.map.keys()].filter((k) => k >= gte && k < lt).sort();
     for (const k of keys) yield [k, this.map.get(k)!];
+  }
+
+  async deleteRange(gte: string, lt: string) {
+    for (const k of [...this.map.keys()]) if (k >= gte && k < lt) this.map.delete(k);
   }
 
   async close() {}

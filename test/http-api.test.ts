@@ -126,3 +126,21 @@ test("metrics list and status describe the node", async () => {
   assert.equal(status.partitions.length, 24);
   assert.equal(status.shards.length, 32);
 });
+
+test("retention: aggregates older than their window size's retention are deleted", async () => {
+  const { parseRetention, keepFor } = await import("../node/retention.js");
+  const policy = parseRetention("1h=1y, 1m=30d, 1d=forever");
+  assert.equal(keepFor(policy, 10_000), 30 * 86_400_000);
+  assert.equal(keepFor(policy, 60_000), 30 * 86_400_000);
+  assert.equal(keepFor(policy, 3_600_000), 365 * 86_400_000);
+  assert.equal(keepFor(policy, 86_400_000), Infinity);
+  assert.throws(() => parseRetention("1m"), /size=duration/);
+
+  const query = async () => ((await (await fetch(`${base}/v1/metrics/battery?from=0&to=${Date.now()}`)).json()) as { points: unknown[] }).points.length;
+  const before = await query();
+  assert.ok(before > 0, "the earlier test left results");
+  await node.node.enforceRetention(Date.now() + 29 * 86_400_000);
+  assert.equal(await query(), before, "kept within 30 days");
+  await node.node.enforceRetention(Date.now() + 31 * 86_400_000);
+  assert.equal(await query(), 0, "1-minute aggregates go after 30 days");
+});

@@ -1,0 +1,11 @@
+import { measureFreshness, probeRule, saturate, startTally } from "./harness.js";
+import { protoBatch, robotsRule, rich } from "./scenarios/robots.js";
+const sources = Number(process.argv[2] ?? 100000);
+const stack = await startTally({ metrics: [robotsRule(rich, "1s"), probeRule("1000ms")] });
+const workload = protoBatch(sources);
+const t = await saturate(stack, { workload, idPrefix: "a", target: { nats: stack.nats.url }, tsOffsetMs: 0 }, { warmupMs: 1000, measureMs: 2000 });
+console.log(JSON.stringify(t));
+const t0 = Date.now();
+const f = await measureFreshness(stack, { workload, idPrefix: "b", target: { nats: stack.nats.url }, tsOffsetMs: 0, rate: t.eventsPerSec / 2 }, { metric: "robots", latenessMs: 1000, leadMs: 1000, graceMs: 1000 });
+console.log(Date.now() - t0, JSON.stringify(f), JSON.stringify(await stack.status()).slice(0, 300));
+await stack.stop();
