@@ -12,7 +12,7 @@ run: deps nats build
 	node bin/tally.js up $(ARGS)
 
 test: deps nats chromium build
-	node --test --test-reporter=spec --test-concurrency=2 $(TEST_FILES)
+	node --test --test-reporter=spec --test-concurrency=1 $(TEST_FILES)
 
 build: deps
 	npx tsc -p tsconfig.json

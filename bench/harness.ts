@@ -71,8 +71,14 @@ export interface Percentiles {
   p50: number | null;
   p99: number | null;
   n: number;
+  /** Of `n`, how many never got an answer: they count with the time waited, so p50/p99 are then lower bounds. */
+  censored: number;
 }
-export const percentiles = (values: number[]): Percentiles => ({ p50: percentile(values, 50), p99: percentile(values, 99), n: values.length });
+
+export function percentiles(values: number[], censored: number[] = []): Percentiles {
+  const all = [...values, ...censored];
+  return { p50: percentile(all, 50), p99: percentile(all, 99), n: all.length, censored: censored.length };
+}
 
 // ---- the load generator ---------------------------------------------------------------------
 
@@ -269,7 +275,7 @@ export interface Freshness {
   provisional: Percentiles;
   /** The same probe events: published → delivered to a plain JetStream consumer (the transport's own latency). */
   transport: Percentiles;
-  /** Final result published minus (window end + lateness), over every window of the metric ending in the phase. */
+  /** Final result published minus (window end + lateness), over every window of the metric ending at the phase's minute boundary. */
   final: Percentiles;
   /**
    * `final` less the out-of-orderness: how long after the watermark passed end + lateness (by its
@@ -285,27 +291,29 @@ export interface Freshness {
 export const probeRule = (lateness: string) => ({ name: "bench_probe", kind: "probe", aggregates: ["count"], window: "1m", lateness });
 
 /**
- * Open loop at `rate` events/s. Event time is shifted so that a minute boundary falls `leadMs`
- * into the phase: the windows ending there go final while we watch. A probe event every 20 ms
- * (source `probe`, its own rule) measures publish → provisional result on the WebSocket.
+ * Open loop at `spec.rate` events/s. Event time is shifted so that a minute boundary falls
+ * `leadMs` into the phase: the windows ending there go final while we watch. A probe event every
+ * 20 ms (source `probe`, its own rule) is timed from publish to the provisional result that counts
+ * it on the WebSocket, and to a plain JetStream consumer. After the load, up to `settleMs` more for
+ * late answers; a probe or window still without one counts with the time waited so far (and
+ * `censored` says how many).
  */
 export async function measureFreshness(
   stack: TallyStack,
   spec: GeneratorSpec,
-  opts: { metric: string; latenessMs: number; leadMs?: number; graceMs?: number; minOffsetMs?: number },
+  opts: { metric: string; latenessMs: number; leadMs: number; graceMs: number; settleMs: number; minOffsetMs?: number },
 ): Promise<Freshness> {
-  const leadMs = opts.leadMs ?? 3_000;
   const startedAt = Date.now();
   // Event time never goes back from an earlier phase's (`minOffsetMs` ahead of the wall clock).
-  const boundary = Math.ceil((startedAt + (opts.minOffsetMs ?? 0) + leadMs) / 60_000) * 60_000;
-  const offset = boundary - leadMs - startedAt; // event time = wall clock + offset
+  const boundary = Math.ceil((startedAt + (opts.minOffsetMs ?? 0) + opts.leadMs) / 60_000) * 60_000;
+  const offset = boundary - opts.leadMs - startedAt; // event time = wall clock + offset
   const closesAt = boundary + opts.latenessMs; // event time at which the windows ending at `boundary` close
-  const until = closesAt - offset + outOfOrdernessMs + (opts.graceMs ?? 3_000);
+  const until = closesAt - offset + outOfOrdernessMs + opts.graceMs;
 
   const sentAt = new Map<string, number>();
   const probesByWindow = new Map<number, string[]>();
-  const provisional: number[] = [];
-  const seen = new Map<number, number>();
+  const provisional = new Map<string, number>();
+  const counted = new Map<number, number>();
   const ws = new WebSocket(`ws://127.0.0.1:${stack.node.port}/v1/subscribe?metric=bench_probe`);
   await new Promise((resolve, reject) => (ws.once("message", resolve), ws.once("error", reject)));
   ws.on("message", (data) => {
@@ -313,29 +321,32 @@ export async function measureFreshness(
     const { point } = JSON.parse(String(data)) as { point?: WindowResult };
     if (!point) return;
     const ids = probesByWindow.get(point.start) ?? [];
-    for (let i = seen.get(point.start) ?? 0; i < Math.min(point.eventCount, ids.length); i++) provisional.push(at - sentAt.get(ids[i]!)!);
-    seen.set(point.start, Math.max(seen.get(point.start) ?? 0, point.eventCount));
+    for (let i = counted.get(point.start) ?? 0; i < Math.min(point.eventCount, ids.length); i++) provisional.set(ids[i]!, at - sentAt.get(ids[i]!)!);
+    counted.set(point.start, Math.max(counted.get(point.start) ?? 0, point.eventCount));
   });
 
   // The transport: the same probe messages through a plain ordered JetStream consumer.
-  const transport: number[] = [];
+  const transport = new Map<string, number>();
   const consumer = await jetstream(stack.nc).consumers.get(streams.events, { filter_subjects: "tally.events.*.probe.probe", deliver_policy: DeliverPolicy.New });
   const transportMessages = await consumer.consume({
     callback: (m) => {
       const id = (JSON.parse(m.string()) as { id: string }).id;
       const sent = sentAt.get(id);
-      if (sent !== undefined) transport.push(Date.now() - sent);
+      if (sent !== undefined) transport.set(id, Date.now() - sent);
     },
   });
 
-  // Finals of the metric's windows that end in the phase, as published on the results subject.
-  const finals: { at: number }[] = [];
+  // Every window of the metric that ends at the boundary, and when its final result was published.
+  const windows = new Set<string>();
+  const finals = new Map<string, number>();
+  const endsAtBoundary = `"end":${boundary},`;
   const sub = stack.nc.subscribe(`results.${opts.metric}.>`, {
     callback: (_e, m) => {
       const text = m.string();
-      if (!text.includes('"status":"final"')) return;
+      if (!text.includes(endsAtBoundary)) return;
       const r = JSON.parse(text) as WindowResult;
-      if (r.end === boundary) finals.push({ at: Date.now() });
+      windows.add(r.key);
+      if (r.status !== "provisional" && !finals.has(r.key)) finals.set(r.key, Date.now());
     },
   });
 
@@ -353,15 +364,25 @@ export async function measureFreshness(
   clearInterval(probes);
   const published = await generator.stop();
   const seconds = (Date.now() - startedAt) / 1000;
+  const settled = () => provisional.size >= sentAt.size && transport.size >= sentAt.size && windows.size > 0 && finals.size >= windows.size;
+  const settleBy = Date.now() + opts.settleMs;
+  while (!settled() && Date.now() < settleBy) await sleep(50);
   ws.close();
   sub.unsubscribe();
   transportMessages.stop();
-  const lags = finals.map((f) => f.at + offset - closesAt); // both in event time
+
+  const now = Date.now();
+  const waited = (seen: Map<string, number>) => [...sentAt].filter(([id]) => !seen.has(id)).map(([, sent]) => now - sent);
+  const lags = [...finals.values()].map((at) => at + offset - closesAt); // both in event time
+  const unfinished = [...windows].filter((k) => !finals.has(k)).map(() => now + offset - closesAt);
   return {
-    provisional: percentiles(provisional),
-    transport: percentiles(transport),
-    final: percentiles(lags),
-    afterWatermark: percentiles(lags.map((lag) => lag - outOfOrdernessMs)),
+    provisional: percentiles([...provisional.values()], waited(provisional)),
+    transport: percentiles([...transport.values()], waited(transport)),
+    final: percentiles(lags, unfinished),
+    afterWatermark: percentiles(
+      lags.map((lag) => lag - outOfOrdernessMs),
+      unfinished.map((lag) => lag - outOfOrdernessMs),
+    ),
     rate: published / seconds,
   };
 }

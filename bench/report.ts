@@ -6,7 +6,8 @@ const int = (n: number) => Math.round(n).toLocaleString("en-US");
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
 const dec = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "—");
 const ratio = (a: number, b: number | undefined) => (b ? `${dec(a / b)}×` : "—");
-const ms = (p: Percentiles) => (p.n === 0 ? "—" : `${p.p50} / ${p.p99}`);
+/** "p50 / p99"; "≥" where unanswered probes or windows (counted with the time waited) make it a lower bound. */
+const ms = (p: Percentiles) => (p.n === 0 ? "—" : `${p.censored ? "≥" : ""}${p.p50} / ${p.censored ? "≥" : ""}${p.p99}`);
 const table = (head: string[], rows: string[][]) =>
   [`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 
@@ -44,7 +45,7 @@ export function markdown(result: SuiteResult): string {
           ms(f.transport),
           ratio(f.provisional.p99 ?? NaN, f.transport.p99 ?? undefined),
           ms(f.final),
-          f.afterWatermark.n ? String(f.afterWatermark.p99) : "—",
+          f.afterWatermark.n ? `${f.afterWatermark.censored ? "≥" : ""}${f.afterWatermark.p99}` : "—",
         ];
       }),
     ),

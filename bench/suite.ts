@@ -122,10 +122,11 @@ export class Suite {
       const spec: GeneratorSpec = { workload: c.workload, idPrefix: this.idPrefix(), target: { nats: stack.nats.url }, tsOffsetMs };
       const throughput = await saturate(stack, spec, { ...this.timing, measureMs: this.smoke ? this.timing.measureMs : (c.measureMs ?? this.timing.measureMs) });
       const counters = (await stack.status()).counters;
+      await stack.drain(this.smoke ? 5_000 : 20_000); // start the freshness phase on an idle pipeline
       const freshness = await measureFreshness(
         stack,
         { ...spec, idPrefix: this.idPrefix(), rate: Math.max(1_000, throughput.eventsPerSec / 2) },
-        { metric: c.metric, latenessMs: c.latenessMs, leadMs: this.smoke ? 1_000 : 2_000, graceMs: this.smoke ? 1_000 : 2_000, minOffsetMs: tsOffsetMs },
+        { metric: c.metric, latenessMs: c.latenessMs, leadMs: this.smoke ? 1_000 : 2_000, graceMs: 1_000, settleMs: this.smoke ? 3_000 : 10_000, minOffsetMs: tsOffsetMs },
       );
       const row: TallyRow = {
         scenario: c.scenario,

@@ -152,13 +152,13 @@ function describeRule(rule: MetricRule) {
 async function queryMetric(node: NodeApi, name: string, params: URLSearchParams) {
   const rule = node.metricRules.find((r) => r.name === name);
   if (!rule) throw new HttpError(404, `unknown metric "${name}"`);
-  const window = params.get("window") ?? rule.windows[0]!.id;
-  if (!rule.windows.some((w) => w.id === window)) {
-    throw new HttpError(400, `metric "${name}" has no window "${window}" (it has ${rule.windows.map((w) => w.id).join(", ")})`);
-  }
   const now = Date.now();
   const from = params.has("from") ? parseTime(params.get("from")!, "from") : now - 3_600_000;
   const to = params.has("to") ? parseTime(params.get("to")!, "to") : now + 60_000;
+  const window = params.get("window") ?? coarsestWindow(rule, from, to);
+  if (!rule.windows.some((w) => w.id === window)) {
+    throw new HttpError(400, `metric "${name}" has no window "${window}" (it has ${rule.windows.map((w) => w.id).join(", ")})`);
+  }
   const where = parseWhere(params.get("where"));
   const results = await node.query({ metric: name, window, from, to, where });
   return { metric: name, window, points: results.map(toPoint) };
@@ -186,6 +186,16 @@ async function audit(node: NodeApi, params: URLSearchParams) {
     row.balanced = n("accepted") === n("aggregated") + n("unmatched") + n("duplicates") + n("dlq");
   }
   return { minutes: rows };
+}
+
+/**
+ * Without `window=`, a query gets the coarsest of the rule's tumbling windows whose boundaries
+ * `from` and `to` fall on (fewest points for the same answer), else the finest window.
+ */
+function coarsestWindow(rule: MetricRule, from: number, to: number): string {
+  const bySize = [...rule.windows].sort((a, b) => b.sizeMs - a.sizeMs);
+  const fits = bySize.find((w) => w.slideMs === w.sizeMs && to - from >= w.sizeMs && from % w.sizeMs === 0 && to % w.sizeMs === 0);
+  return (fits ?? bySize[bySize.length - 1]!).id;
 }
 
 function parseTime(text: string, name: string): number {

@@ -171,6 +171,13 @@ test("out-of-order, duplicated events in three encodings finalize exactly as a b
     const from = Math.min(...events.map((e) => e.ts)) - 120_000;
     const res = await fetch(`http://127.0.0.1:${node.http.port}/v1/metrics/temp?window=1m&from=${from}&to=${Date.now()}`);
     const body = (await res.json()) as { points: { start: number; dims: Record<string, string>; status: string; values: Record<string, number> }[] };
+    // Without window=, the coarsest window whose boundaries from and to fall on.
+    const pick = async (f: number, t: number) =>
+      ((await (await fetch(`http://127.0.0.1:${node.http.port}/v1/metrics/temp?from=${f}&to=${t}`)).json()) as { window: string }).window;
+    const aligned = Math.floor(from / 60_000) * 60_000;
+    assert.equal(await pick(aligned, aligned + 5 * 60_000), "1m");
+    assert.equal(await pick(aligned + 10_000, aligned + 5 * 60_000), "10s");
+    assert.equal(await pick(aligned + 1, aligned + 5 * 60_000), "10s", "the finest when none fits");
     const wanted = [...expected.keys()].filter((k) => k.startsWith("temp|1m|"));
     assert.equal(body.points.length, wanted.length);
     for (const p of body.points) {
