@@ -126,7 +126,7 @@ export class Suite {
       const freshness = await measureFreshness(
         stack,
         { ...spec, idPrefix: this.idPrefix(), rate: Math.max(1_000, throughput.eventsPerSec / 2) },
-        { metric: c.metric, latenessMs: c.latenessMs, leadMs: this.smoke ? 1_000 : 2_000, graceMs: 1_000, settleMs: this.smoke ? 3_000 : 10_000, minOffsetMs: tsOffsetMs },
+        { metric: c.metric, latenessMs: c.latenessMs, leadMs: this.smoke ? 500 : 2_000, graceMs: this.smoke ? 500 : 1_000, settleMs: this.smoke ? 3_000 : 10_000, minOffsetMs: tsOffsetMs },
       );
       const row: TallyRow = {
         scenario: c.scenario,

@@ -10,6 +10,7 @@ import { runSimulator } from "../sim/publish.js";
 import { loadPlugins, loadRules, parsePort, UsageError } from "./args.js";
 import { dlq } from "./dlq.js";
 import { rules } from "./rules.js";
+import { status } from "./status.js";
 import { runNode } from "./run-node.js";
 
 const usage = `tally: real-time event-time aggregation on NATS
@@ -24,6 +25,8 @@ const usage = `tally: real-time event-time aggregation on NATS
       --retention 1m=30d,1h=1y,1d=forever (aggregates kept, by window size)
   tally simulate --nats URL [--robots N] [--interval MS] [--batch]
       the robot-fleet simulator
+  tally status --nats URL [--json]
+      the live nodes: what each owns, its event and mailbox lag, its watermark
   tally rules apply FILE [--backfill 6h] | ls | rm NAME  --nats URL
       the live rule set: every node applies a change within seconds
   tally dlq ls|replay --nats URL [--reason R] [--from-seq N] [--limit N] [--json]
@@ -32,7 +35,7 @@ const usage = `tally: real-time event-time aggregation on NATS
       a nats-server config with the subject mapping Tally needs
 `;
 
-const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, dlq, rules, "nats-config": printNatsConfig };
+const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, dlq, rules, status, "nats-config": printNatsConfig };
 
 async function main() {
   const [command, ...args] = process.argv.slice(2);

@@ -15,6 +15,7 @@ import { PartitionIngest, type IngestCounters } from "./partition-ingest.js";
 import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
 import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
 import { RouterLog } from "./router-log.js";
+import { Membership } from "../cluster/membership.js";
 import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
 import { fileStrays } from "./stray-events.js";
@@ -84,6 +85,11 @@ export class TallyNode {
   /** Every rule seen since start, removed ones included: windows in flight still need theirs. */
   private readonly known = new Map<string, MetricRule>([[auditRule.name, auditRule]]);
   private rulesStore!: RulesStore;
+  private membership?: Membership;
+  private jsm!: Awaited<ReturnType<typeof ensureStreams>>;
+  /** Where this node's HTTP API answers, for `tally status` (set by whoever serves it). */
+  httpUrl?: string;
+  private readonly startedAt = Date.now();
   private stopWatchingRules?: () => void;
   private nc!: NatsConnection;
   private js!: JetStreamClient;
@@ -180,6 +186,9 @@ export class TallyNode {
         this.counters.rejected += await fileStrays(this.js, batch);
       }),
     );
+    this.jsm = jsm;
+    this.membership = await Membership.open(this.nc);
+    await this.membership.join(() => this.memberInfo(), 1_000, (e) => console.error(`tally ${this.id}: heartbeat: ${e.message}`));
     this.watermarkTimer = setInterval(() => void this.sendWatermarks(), s.watermarkIntervalMs);
     this.retentionTimer = setInterval(() => void this.enforceRetention(), s.retentionSweepMs);
     await this.enforceRetention();
@@ -192,6 +201,7 @@ export class TallyNode {
     clearInterval(this.watermarkTimer);
     clearInterval(this.retentionTimer);
     this.stopWatchingRules?.();
+    await this.membership?.leave(this.id);
     for (const router of this.routers) await router.stop();
     await this.shardConsumer?.stop();
     await this.host.checkpoint().catch((e) => console.error(`tally ${this.id}: final checkpoint failed: ${(e as Error).message}`));
@@ -236,6 +246,23 @@ export class TallyNode {
       counters: this.counters,
       partitions: this.ingests.map((i) => ({ partition: i.partition, ...i.mark(Date.now()) })),
       shards: [...(this.host?.shards.values() ?? [])].map((s) => ({ shard: s.id, watermark: finiteOrNull(s.watermark), pendingTimers: s.pendingTimers })),
+    };
+  }
+
+  /** This node's heartbeat: what it owns, its watermark, and how far behind its consumers are. */
+  private async memberInfo() {
+    const pending = async (stream: string, consumer: string) => (await this.jsm.consumers.info(stream, consumer).catch(() => undefined))?.num_pending ?? 0;
+    const partitions: Record<string, number> = {};
+    for (const ingest of this.ingests) partitions[ingest.partition] = await pending(streams.events, `router-${ingest.partition}`);
+    return {
+      id: this.id,
+      http: this.httpUrl,
+      startedAt: this.startedAt,
+      heartbeatAt: Date.now(),
+      partitions: this.ingests.map((i) => i.partition),
+      shards: [...this.host.shards.keys()],
+      watermark: finiteOrNull(this.watermark),
+      lag: { partitions, mailbox: await pending(streams.mailbox, "shards") },
     };
   }
 

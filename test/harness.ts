@@ -1,4 +1,6 @@
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseRuleDefinitions } from "../actors/rules.js";
@@ -68,4 +70,13 @@ export async function eventually<T>(check: () => Promise<T | undefined> | T | un
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+const tallyBin = fileURLToPath(new URL("../../bin/tally.js", import.meta.url));
+
+/** Runs the real `tally` CLI; resolves with its stdout and stderr, rejects if it exits non-zero. */
+export function tally(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [tallyBin, ...args], (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout + stderr))),
+  );
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import WebSocket from "ws";
-import { startTestNats, startTestNode } from "./harness.js";
+import { startTestNats, startTestNode, tally } from "./harness.js";
 
 const rules = `
 metrics:
@@ -143,4 +143,17 @@ test("retention: aggregates older than their window size's retention are deleted
   assert.equal(await query(), before, "kept within 30 days");
   await node.node.enforceRetention(Date.now() + 31 * 86_400_000);
   assert.equal(await query(), 0, "1-minute aggregates go after 30 days");
+});
+
+test("tally status lists the live node with its partitions, shards, lag and watermark", async () => {
+  const out = JSON.parse(await tally(["status", "--nats", nats.url, "--json"])) as {
+    nodes: { id: string; http: string; partitions: number[]; shards: number[]; lag: { partitions: Record<string, number>; mailbox: number } }[];
+  };
+  const me = out.nodes.find((n) => n.id === node.node.id);
+  assert.ok(me, JSON.stringify(out));
+  assert.equal(me.partitions.length, 24);
+  assert.equal(me.shards.length, 32);
+  assert.equal(Object.keys(me.lag.partitions).length, 24);
+  assert.equal(me.http, `http://127.0.0.1:${node.http.port}/`);
+  assert.match(await tally(["status", "--nats", nats.url]), new RegExp(`node ${node.node.id} .*\\n  partitions 24 \\(0-23\\)`));
 });

@@ -7,18 +7,8 @@ import type { WindowResult } from "../actors/window-result.js";
 import { encodeEventBatch } from "../proto/codec.js";
 import { streams } from "../node/streams.js";
 import { expectedWindows, prng, shuffle, type ExpectedRule } from "./expected.js";
-import { eventually, startTestNats, startTestNode } from "./harness.js";
-import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { eventually, startTestNats, startTestNode, tally } from "./harness.js";
 
-const tallyBin = fileURLToPath(new URL("../../bin/tally.js", import.meta.url));
-
-/** Runs the real CLI and returns its stdout (and stderr, for messages printed there). */
-function tally(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(process.execPath, [tallyBin, ...args], (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout + stderr))),
-  );
-}
 
 const rulesYaml = `
 metrics:

@@ -1,20 +1,12 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { TelemetryEvent } from "../actors/event.js";
 import { expectedWindows, prng, type ExpectedRule, type ExpectedWindow } from "./expected.js";
-import { eventually, startTestNats, startTestNode, tempDir } from "./harness.js";
+import { eventually, startTestNats, startTestNode, tally, tempDir } from "./harness.js";
 
-const tallyBin = fileURLToPath(new URL("../../bin/tally.js", import.meta.url));
-function tally(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(process.execPath, [tallyBin, ...args], (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout + stderr))),
-  );
-}
 
 let nats: Awaited<ReturnType<typeof startTestNats>>;
 let node: Awaited<ReturnType<typeof startTestNode>>;

@@ -29,8 +29,8 @@ export function robotsCase(suite: Suite, sources: number, aggregates: string[], 
 
 export async function robots(suite: Suite): Promise<void> {
   for (const workload of [jsonSingle(10_000), jsonBatch(10_000), protoBatch(10_000)]) await suite.tally(robotsCase(suite, 10_000, countAvg, workload));
-  await suite.tally(robotsCase(suite, 10_000, rich, protoBatch(10_000)));
   if (!suite.smoke) {
+    await suite.tally(robotsCase(suite, 10_000, rich, protoBatch(10_000)));
     await suite.tally(robotsCase(suite, 100_000, rich, jsonBatch(100_000)));
     await suite.tally(robotsCase(suite, 100_000, rich, protoBatch(100_000)));
   }

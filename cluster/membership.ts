@@ -1,0 +1,59 @@
+import { Kvm, type KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+
+export const membersBucket = "TALLY_NODES";
+
+/** What a node says about itself every heartbeat. */
+export interface MemberInfo {
+  id: string;
+  /** Where its HTTP API answers. */
+  http?: string;
+  startedAt: number;
+  heartbeatAt: number;
+  partitions: number[];
+  shards: number[];
+  /** Event-time watermark of its shards (ms), null before any event. */
+  watermark: number | null;
+  /** Messages waiting in its consumers: per partition (events) and for its shards (mailbox). */
+  lag: { partitions: Record<string, number>; mailbox: number };
+}
+
+/**
+ * Membership lives in NATS: each node puts its heartbeat in a KV bucket whose entries expire
+ * (bucket-level max_age; per-key TTLs need NATS 2.10). A node that stops heartbeating drops out
+ * after `ttlMs`.
+ */
+export class Membership {
+  private timer?: NodeJS.Timeout;
+
+  private constructor(private readonly kv: KV) {}
+
+  static async open(nc: NatsConnection, ttlMs = 5_000): Promise<Membership> {
+    return new Membership(await new Kvm(nc).create(membersBucket, { ttl: ttlMs, history: 1 }));
+  }
+
+  /** Heartbeats `info()` now and every `intervalMs` until `stop`. */
+  async join(info: () => Promise<MemberInfo>, intervalMs = 1_000, onError: (e: Error) => void = () => {}): Promise<void> {
+    const beat = async () => {
+      const me = await info();
+      await this.kv.put(me.id, JSON.stringify(me));
+    };
+    await beat();
+    this.timer = setInterval(() => beat().catch(onError), intervalMs);
+  }
+
+  /** Leaves at once (a graceful stop), rather than after the heartbeat expires. */
+  async leave(id: string): Promise<void> {
+    clearInterval(this.timer);
+    await this.kv.delete(id).catch(() => undefined);
+  }
+
+  async members(): Promise<MemberInfo[]> {
+    const out: MemberInfo[] = [];
+    for await (const key of await this.kv.keys()) {
+      const entry = await this.kv.get(key);
+      if (entry?.operation === "PUT") out.push(entry.json<MemberInfo>());
+    }
+    return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+}
