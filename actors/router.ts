@@ -2,16 +2,12 @@ import { shardOf } from "../cluster/shards.js";
 import { addValue, emptyAgg, type BasicAgg } from "./aggregates.js";
 import type { TelemetryEvent } from "./event.js";
 import type { MetricRule } from "./rules.js";
+import type { WindowIdentity } from "./window-result.js";
 import { windowStarts } from "./windows.js";
 
 /** The combined contribution of one batch of events to one window actor. */
-export interface WindowPartial {
+export interface WindowPartial extends WindowIdentity {
   key: string;
-  metric: string;
-  window: string;
-  start: number;
-  end: number;
-  dims: Record<string, string>;
   agg: BasicAgg;
   /** States of the rule's other aggregates, by state key (live objects here; encoded on the wire). */
   states?: Record<string, unknown>;

@@ -3,7 +3,7 @@ import { aggValues, emptyAgg, isBasicAggregate, mergeAgg, type BasicAgg } from "
 import { resolveAggregation, type ResultValue } from "./aggregations/aggregation.js";
 import type { WindowPartial } from "./router.js";
 import type { MetricRule } from "./rules.js";
-import type { ResultStatus, WindowResult } from "./window-result.js";
+import type { ResultStatus, WindowIdentity, WindowResult } from "./window-result.js";
 
 export type WindowMessage =
   /** Events combined by a router; `watermark` is the shard's event-time watermark on arrival. */
@@ -23,12 +23,7 @@ export interface WindowActorEnv {
   now(): number;
 }
 
-interface WindowState {
-  metric: string;
-  window: string;
-  start: number;
-  end: number;
-  dims: Record<string, string>;
+interface WindowState extends WindowIdentity {
   agg: BasicAgg;
   /** The other aggregates' states, by state key. */
   states: Record<string, unknown>;

@@ -173,7 +173,7 @@ export async function saturate(system: System, spec: GeneratorSpec, timing: Load
       const now = Date.now();
       // About one second of work in flight, never less than a few batches.
       const rate = ((done - previous.done) * 1000) / Math.max(1, now - previous.at);
-      backlog = Math.min(maxBacklog, Math.max(backlog * 0.8, rate, 50_000));
+      backlog = Math.min(maxBacklog, Math.max(backlog * 0.8, rate * Number(process.env.BL ?? 1), 50_000));
       previous = { at: now, done };
       if (!congested) generator.allow(settled + backlog);
       if (!first && now - startedAt >= timing.warmupMs) first = await sample();

@@ -1,5 +1,8 @@
 import type { TelemetryEvent } from "../actors/event.js";
 
+/** Deterministic pseudo-random numbers (mulberry32), so a failing run can be replayed. */
+export { mulberry32 as prng } from "../sim/fleet.js";
+
 /** A plain, independent re-computation of what Tally should finalize: no code shared with the product. */
 export interface ExpectedRule {
   name: string;
@@ -46,17 +49,6 @@ export function expectedWindows(rules: ExpectedRule[], events: TelemetryEvent[])
   return out;
 }
 
-/** Deterministic pseudo-random numbers (mulberry32), so a failing run can be replayed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function shuffle<T>(items: T[], random: () => number): T[] {
   for (let i = items.length - 1; i > 0; i--) {

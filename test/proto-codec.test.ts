@@ -4,18 +4,8 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import type { TelemetryEvent } from "../actors/event.js";
 import { decodeEventBatch, encodeEventBatch } from "../proto/codec.js";
 import { EventBatchSchema, type EventBatch } from "../proto/gen/tally_pb.js";
+import { mulberry32 as rng } from "../sim/fleet.js";
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sample: TelemetryEvent[] = [
   {
