@@ -2,7 +2,7 @@
  * Shared bench machinery: the processes under test, the load generator, the closed-loop driver
  * that measures sustained throughput, CPU and memory from /proc, and freshness over the WebSocket.
  */
-import { fork, type ChildProcess } from "node:child_process";
+import { fork, spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,7 +13,7 @@ import type { WindowResult } from "../actors/window-result.js";
 import { streams } from "../node/streams.js";
 import { nodeDefaults } from "../node/tally-node.js";
 import { tempDir } from "../test/harness.js";
-import { httpRequest, NatsProcess, NodeProcess } from "../test/processes.js";
+import { freePort, httpRequest, NatsProcess, NodeProcess } from "../test/processes.js";
 import type { FromGenerator, GeneratorSpec, ToGenerator } from "./generator.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -154,7 +154,7 @@ export interface LoadTiming {
 
 /**
  * Closed loop: the generator may run at most `backlog` events ahead of what the system has
- * processed (about 1 s of work), so it stays saturated without an unbounded queue. The rate is
+ * processed (about 0.3 s of work), so it stays saturated without an unbounded queue. The rate is
  * processed events over the measured interval, after a warm-up.
  */
 export async function saturate(system: System, spec: GeneratorSpec, timing: LoadTiming): Promise<Throughput> {
@@ -171,9 +171,9 @@ export async function saturate(system: System, spec: GeneratorSpec, timing: Load
       await sleep(everyMs);
       const { done, settled = done, congested } = await system.progress();
       const now = Date.now();
-      // About one second of work in flight, never less than a few batches.
+      // About 0.3 s of work in flight (more only grows the server's buffers), never less than a few batches.
       const rate = ((done - previous.done) * 1000) / Math.max(1, now - previous.at);
-      backlog = Math.min(maxBacklog, Math.max(backlog * 0.8, rate * Number(process.env.BL ?? 1), 50_000));
+      backlog = Math.min(maxBacklog, Math.max(backlog * 0.8, rate * 0.3, 50_000));
       previous = { at: now, done };
       if (!congested) generator.allow(settled + backlog);
       if (!first && now - startedAt >= timing.warmupMs) first = await sample();
@@ -196,9 +196,44 @@ export async function saturate(system: System, spec: GeneratorSpec, timing: Load
 
 // ---- Tally under test -------------------------------------------------------------------------
 
+/** What the bench needs of a running `tally node`. */
+export interface NodeUnderTest {
+  readonly port: number;
+  readonly url: string;
+  readonly pid: number | undefined;
+  stop(): Promise<void>;
+}
+
+/**
+ * `node --cpu-prof bin/tally.js node …`: NODE_OPTIONS may not carry --cpu-prof, so this spawns it
+ * directly. The profile is written into `profileDir` when the node exits (on SIGTERM it stops cleanly).
+ */
+async function startProfiledNode(args: string[], profileDir: string): Promise<NodeUnderTest> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ["--cpu-prof", "--cpu-prof-dir", profileDir, join(repoRoot, "bin", "tally.js"), "node", ...args, "--http", String(port)], {
+    cwd: repoRoot,
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const url = `http://127.0.0.1:${port}`;
+  for (const deadline = Date.now() + 20_000; ; await sleep(50)) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error("profiled tally node did not become healthy");
+    if ((await httpRequest(`${url}/healthz`).catch(() => undefined))?.status === 200) break;
+  }
+  return {
+    port,
+    url,
+    pid: child.pid,
+    async stop() {
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
 export interface TallyStack extends System {
   nats: NatsProcess;
-  node: NodeProcess;
+  node: NodeUnderTest;
   nc: NatsConnection;
   jsm: JetStreamManager;
   status(): Promise<TallyStatus>;
@@ -224,12 +259,10 @@ export async function startTally(rules: { metrics: object[] }, opts: { profileDi
   const rulesFile = join(dir.path, "rules.json");
   writeFileSync(rulesFile, JSON.stringify(rules));
   const nats = await NatsProcess.start({ dir: join(dir.path, "nats") });
-  const node = await NodeProcess.start({
-    natsUrl: nats.url,
-    dataDir: join(dir.path, "node"),
-    rulesFile,
-    env: opts.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${opts.profileDir}` } : {},
-  });
+  const dataDir = join(dir.path, "node");
+  const node = opts.profileDir
+    ? await startProfiledNode(["--nats", nats.url, "--data", dataDir, "--rules", rulesFile], opts.profileDir)
+    : await NodeProcess.start({ natsUrl: nats.url, dataDir, rulesFile });
   const nc = await connect({ servers: nats.url, name: "tally-bench" });
   const jsm = await jetstreamManager(nc);
   const status = async () => JSON.parse((await httpRequest(`${node.url}/v1/status`, { timeoutMs: 10_000 })).body) as TallyStatus;

@@ -17,7 +17,8 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-export function summarizeProfile(file: string, top: number): ProfileEntry[] {
+/** The `top` functions by self time, without "(idle)" (whose share is returned on its own). */
+export function summarizeProfile(file: string, top: number): { idlePercent: number; top: ProfileEntry[] } {
   const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
   const frames = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
   const self = new Map<string, { function: string; location: string; us: number }>();
@@ -33,8 +34,13 @@ export function summarizeProfile(file: string, top: number): ProfileEntry[] {
     entry.us += us;
     self.set(key, entry);
   });
-  return [...self.values()]
-    .sort((a, b) => b.us - a.us)
-    .slice(0, top)
-    .map((e) => ({ function: e.function, location: e.location, selfMs: Math.round(e.us / 1000), selfPercent: Math.round((1000 * e.us) / total) / 10 }));
+  const percent = (us: number) => Math.round((1000 * us) / total) / 10;
+  const entries = [...self.values()].sort((a, b) => b.us - a.us);
+  return {
+    idlePercent: percent(entries.find((e) => e.function === "(idle)")?.us ?? 0),
+    top: entries
+      .filter((e) => e.function !== "(idle)")
+      .slice(0, top)
+      .map((e) => ({ function: e.function, location: e.location, selfMs: Math.round(e.us / 1000), selfPercent: percent(e.us) })),
+  };
 }

@@ -89,6 +89,10 @@ export function markdown(result: SuiteResult): string {
 
   if (result.profile) {
     out.push(`## Where the node's CPU goes: ${result.profile.scenario} (\`node --cpu-prof\`, top 10 by self time)`);
+    out.push(
+      `A separate saturated run (${dec(result.profile.idlePercent, 1)}% of the profile is idle: start-up, warm-up, stop). ` +
+        "Percentages are of all samples; `(garbage collector)` and `(program)` are V8's own.",
+    );
     out.push(table(["#", "function", "location", "self ms", "self %"], result.profile.top.map((e, i) => [String(i + 1), `\`${e.function}\``, e.location || "—", String(e.selfMs), String(e.selfPercent)])));
   }
   if (result.skipped.length > 0) out.push("## Skipped\n\n" + result.skipped.map((s) => `- ${s}`).join("\n"));

@@ -63,7 +63,7 @@ export interface SuiteResult {
   rows: TallyRow[];
   baselines: BaselineRow[];
   skipped: string[];
-  profile?: { scenario: string; top: ProfileEntry[] };
+  profile?: { scenario: string; idlePercent: number; top: ProfileEntry[] };
 }
 
 /** A short name for a message shape: the limit baseline is measured once per shape. */
@@ -163,7 +163,7 @@ export class Suite {
       await stack.stop(); // the profile is written as the node exits
     }
     const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile"));
-    if (file) this.result.profile = { scenario: what, top: summarizeProfile(join(dir, file), 10) };
+    if (file) this.result.profile = { scenario: what, ...summarizeProfile(join(dir, file), 10) };
     else this.result.skipped.push("profile: the node wrote no .cpuprofile");
     rmSync(dir, { recursive: true, force: true });
   }

@@ -25,7 +25,9 @@ const ns = (ms: number) => ms * 1_000_000;
 export class SupervisedConsumer {
   private loop?: BatchLoop;
   private stopped = false;
-  private failing?: Promise<void>;
+  /** Bumped at every (re)start and failure: a loop from an older generation is ignored. */
+  private generation = 0;
+  private recovering = false;
   private attempt = 0;
 
   constructor(
@@ -35,6 +37,7 @@ export class SupervisedConsumer {
   ) {}
 
   async start(): Promise<void> {
+    const generation = ++this.generation;
     const from = await this.spec.recover();
     await this.jsm.consumers.delete(this.spec.stream, this.spec.name).catch(() => undefined);
     await this.jsm.consumers.add(this.spec.stream, {
@@ -48,11 +51,12 @@ export class SupervisedConsumer {
     });
     const consumer = await this.js.consumers.get(this.spec.stream, this.spec.name);
     let delivered = 0;
+    this.recovering = false;
     this.loop = await consumeInBatches(
       consumer,
       this.spec.maxBatch,
       async (batch) => {
-        if (this.failing) return;
+        if (generation !== this.generation) return;
         try {
           // Strictly in order, or not at all: a delivery the client never received (a pull in
           // flight when the connection dropped) comes back only after ack_wait, behind later
@@ -65,36 +69,44 @@ export class SupervisedConsumer {
           await this.spec.handle(batch);
           this.attempt = 0;
         } catch (e) {
-          this.fail(e);
+          this.fail(e, generation);
         }
       },
-      (e) => this.fail(e),
+      (e) => this.fail(e, generation),
     );
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.generation++;
     await this.loop?.stop();
   }
 
-  /** Crash-only recovery: drop everything in memory, start again from durable state, with backoff. */
-  private fail(error: unknown): void {
-    if (this.failing || this.stopped) return;
-    (this.spec.log ?? console.error)(`${this.spec.name}: ${(error as Error).message ?? error}; recovering`);
-    this.failing = (async () => {
-      const loop = this.loop;
-      this.loop = undefined;
-      // Stopping the loop waits for the batch in hand, which may be the one that failed: don't await it.
-      void loop?.stop().catch(() => undefined);
+  /**
+   * Crash-only recovery: the failed loop is retired at once (its generation is over), and once it
+   * has wound down the component is rebuilt from durable state and started again, with backoff.
+   * Never two loops feeding one component.
+   */
+  private fail(error: unknown, generation: number): void {
+    if (generation !== this.generation || this.recovering || this.stopped) return;
+    this.recovering = true;
+    this.generation++;
+    const log = this.spec.log ?? console.error;
+    log(`${this.spec.name}: ${(error as Error).message ?? error}; recovering`);
+    const failed = this.loop;
+    this.loop = undefined;
+    void (async () => {
+      // Called from inside the failed loop's handler: wait for it without blocking it.
+      await new Promise((r) => setImmediate(r));
+      await failed?.stop().catch(() => undefined);
       while (!this.stopped) {
         await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** this.attempt++)));
+        if (this.stopped) return;
         try {
-          this.failing = undefined;
           await this.start();
           return;
         } catch (e) {
-          this.failing = Promise.resolve();
-          (this.spec.log ?? console.error)(`${this.spec.name}: recovery failed: ${(e as Error).message}`);
+          log(`${this.spec.name}: recovery failed: ${(e as Error).message}`);
         }
       }
     })();

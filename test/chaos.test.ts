@@ -200,11 +200,15 @@ test("kill -9 twice and a NATS restart under late, duplicated, reordered load: e
     await new Promise((r) => setTimeout(r, 500));
   }
   const diffs = describeDiff(got, expected);
-  assert.deepEqual(diffs, [], `windows differ from the batch computation:\n${diffs.slice(0, 20).join("\n")}\n--- node log ---\n${node.log()}`);
-
-  // Past the horizon: in the DLQ as too_late, each exactly once; bad JSON too.
   const dlq = await readStream(streams.dlq);
   const reasons = countBy(dlq.map((m) => m.headers));
+  assert.deepEqual(
+    diffs,
+    [],
+    `windows differ from the batch computation:\n${diffs.slice(0, 20).join("\n")}\nDLQ: ${JSON.stringify([...reasons])} (sent ${sent.tooLate.length} too late, ${sent.invalid} invalid)\naudit: ${JSON.stringify(await fetchAudit(from, to))} accepted ${sent.accepted}\n--- node log ---\n${node.log()}`,
+  );
+
+  // Past the horizon: in the DLQ as too_late, each exactly once; bad JSON too.
   assert.equal(reasons.get("too_late") ?? 0, sent.tooLate.length, "too_late events filed exactly once each");
   assert.equal(reasons.get("invalid_json") ?? 0, sent.invalid);
 
