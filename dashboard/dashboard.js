@@ -107,7 +107,9 @@
     const metric = fillSelect(el.metric, names, want.metric);
     const rule = metrics.find((m) => m.name === metric);
     const win = fillSelect(el.window, rule ? rule.windows : [], want.win);
-    const agg = fillSelect(el.aggregate, rule ? rule.aggregates : [], want.agg);
+    // The chart plots numbers: lists (top-K) and bucket maps (hist) are for the API and later views.
+    const plottable = rule ? rule.aggregates.filter((a) => !/^top\d+:|^hist$/.test(a)) : [];
+    const agg = fillSelect(el.aggregate, plottable, want.agg);
     el.info.textContent = rule ? describe(rule) : "no metrics configured";
     const streamChanged = metric !== selected.metric || win !== selected.win;
     const aggChanged = agg !== selected.agg;
