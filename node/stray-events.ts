@@ -21,6 +21,5 @@ export async function fileStrays(js: JetStreamClient, batch: JsMsg[]): Promise<n
       origin: { subject: m.subject, id: `stray:${m.seq}` },
     })),
   );
-  batch[batch.length - 1]!.ack();
   return batch.length;
 }

@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, jetstreamManager, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+import { jetstreamManager, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 
 /** Every subject and stream Tally uses, in one place (README, "NATS subjects"). */
@@ -58,20 +58,4 @@ export async function ensureStreams(nc: NatsConnection, opts: StreamOptions = de
     }
   }
   return jsm;
-}
-
-/** A durable pull consumer, created if missing. Ack-all lets one ack settle a whole batch. */
-export async function ensureConsumer(jsm: JetStreamManager, stream: string, name: string, filter: string): Promise<void> {
-  try {
-    await jsm.consumers.info(stream, name);
-  } catch {
-    await jsm.consumers.add(stream, {
-      durable_name: name,
-      filter_subject: filter,
-      ack_policy: AckPolicy.All,
-      deliver_policy: DeliverPolicy.All,
-      max_ack_pending: 20_000,
-      ack_wait: ns(30_000),
-    });
-  }
 }

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { jetstream, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { defaultLimits, type ValidationLimits } from "../actors/event.js";
 import { Router } from "../actors/router.js";
@@ -9,7 +9,6 @@ import type { MetricRule } from "../actors/rules.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { RocksStateStore } from "../runtime/state-store.js";
 import { auditRule } from "./audit.js";
-import { consumeInBatches, type BatchLoop } from "./batched-consumer.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import { PartitionIngest, type IngestCounters } from "./partition-ingest.js";
 import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
@@ -19,7 +18,7 @@ import { Membership } from "../cluster/membership.js";
 import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
 import { fileStrays } from "./stray-events.js";
-import { ensureConsumer, ensureStreams, streams, subjects } from "./streams.js";
+import { ensureStreams, streams, subjects } from "./streams.js";
 import { SupervisedConsumer } from "./supervised-consumer.js";
 
 export interface NodeOptions {
@@ -99,7 +98,7 @@ export class TallyNode {
   private readonly ingests: PartitionIngest[] = [];
   private readonly routers: SupervisedConsumer[] = [];
   private shardConsumer?: SupervisedConsumer;
-  private readonly loops: BatchLoop[] = [];
+  private readonly tracked: SupervisedConsumer[] = [];
   private readonly listeners = new Set<ResultListener>();
   private watermarkTimer?: NodeJS.Timeout;
   private retentionTimer?: NodeJS.Timeout;
@@ -148,8 +147,7 @@ export class TallyNode {
     const logError = (message: string) => console.error(`tally ${this.id}: ${message}`);
 
     // Results first, so nothing emitted below is missed by this node's view.
-    await ensureConsumer(jsm, streams.results, `results-${this.id}`, "results.>");
-    this.loops.push(await this.consume(streams.results, `results-${this.id}`, (batch) => this.storeResults(batch)));
+    await this.startTracked(jsm, `results-${this.id}`, streams.results, "results.>", (batch) => this.storeResults(batch));
 
     this.shardConsumer = new SupervisedConsumer(this.js, jsm, {
       name: "shards",
@@ -179,13 +177,10 @@ export class TallyNode {
       this.routers.push(supervised);
       await supervised.start();
     }
-    await ensureConsumer(jsm, streams.events, "strays", subjects.strays);
-    this.loops.push(
-      await this.consume(streams.events, "strays", async (batch) => {
-        this.counters.messages += batch.length;
-        this.counters.rejected += await fileStrays(this.js, batch);
-      }),
-    );
+    await this.startTracked(jsm, "strays", streams.events, subjects.strays, async (batch) => {
+      this.counters.messages += batch.length;
+      this.counters.rejected += await fileStrays(this.js, batch);
+    });
     this.jsm = jsm;
     this.membership = await Membership.open(this.nc);
     await this.membership.join(() => this.memberInfo(), 1_000, (e) => console.error(`tally ${this.id}: heartbeat: ${e.message}`));
@@ -206,7 +201,7 @@ export class TallyNode {
     await this.shardConsumer?.stop();
     await this.host.checkpoint().catch((e) => console.error(`tally ${this.id}: final checkpoint failed: ${(e as Error).message}`));
     this.host.actors.reset();
-    for (const loop of this.loops.reverse()) await loop.stop();
+    for (const consumer of this.tracked.reverse()) await consumer.stop();
     await this.nc.drain();
     await this.store.close();
   }
@@ -273,10 +268,29 @@ export class TallyNode {
     }
   }
 
-  private consume(stream: string, consumer: string, handle: (batch: JsMsg[]) => Promise<void>): Promise<BatchLoop> {
-    return this.js.consumers
-      .get(stream, consumer)
-      .then((c) => consumeInBatches(c, this.settings.maxBatch, handle, (e) => console.error(`${consumer}:`, e)));
+  /**
+   * A consumer whose work is idempotent (the results view, DLQ filing) still must not skip a
+   * message: it resumes from the last sequence it finished, kept in RocksDB, and recovers on a gap.
+   */
+  private async startTracked(jsm: JetStreamManager, name: string, stream: string, filter: string, handle: (batch: JsMsg[]) => Promise<void>) {
+    const key = `position/${name}`;
+    const consumer = new SupervisedConsumer(this.js, jsm, {
+      name,
+      stream,
+      filter,
+      maxBatch: this.settings.maxBatch,
+      maxAckPending: 20_000,
+      recover: async () => Number(Buffer.from((await this.store.get(key)) ?? Buffer.from("0")).toString()) + 1,
+      handle: async (batch) => {
+        await handle(batch);
+        const last = batch[batch.length - 1]!;
+        await this.store.write([[key, Buffer.from(String(last.seq))]]);
+        last.ack();
+      },
+      log: (message) => console.error(`tally ${this.id}: ${message}`),
+    });
+    this.tracked.push(consumer);
+    await consumer.start();
   }
 
   private async sendWatermarks(): Promise<void> {
@@ -300,7 +314,6 @@ export class TallyNode {
       const result = JSON.parse(m.string()) as WindowResult;
       if (await this.results.put(result)) for (const listener of this.listeners) listener(result);
     }
-    batch[batch.length - 1]!.ack();
   }
 }
 
