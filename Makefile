@@ -6,7 +6,7 @@ NPM_STAMP := node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_FILES ?= dist/test/*.test.js
 
-.PHONY: run test build deps nats chromium proto bench clean
+.PHONY: run test build deps nats chromium redis proto bench bench-smoke clean
 
 run: deps nats build
 	node bin/tally.js up $(ARGS)
@@ -30,6 +30,18 @@ nats:
 # Debian's Chromium, for the dashboard's browser test.
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The full benchmark suite (bench/README.md): tables in bench/results/latest.md and .json.
+bench: deps nats redis build
+	node dist/bench/run.js
+
+# Every scenario for a few seconds: checks the suite still runs (bench/results/smoke.md).
+bench-smoke: deps nats redis build
+	node dist/bench/run.js --smoke
+
+# Debian's Redis, for the naive-pipeline baseline of the benchmarks.
+redis:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 proto: deps
 	proto/generate.sh

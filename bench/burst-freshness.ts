@@ -14,28 +14,33 @@ const node = await startTestNode(
 );
 const nc = await connect({ servers: nats.url });
 
-/** Publishes one fresh event per robot every 100 ms for `ms`; returns publish → visible latencies. */
+/**
+ * 50 robots publish one fresh event each every 100 ms for `ms`. An event's freshness is the time
+ * from its publish to the first result of its window that counts it.
+ */
+let run = 0;
 async function measure(ms: number, during?: () => void): Promise<number[]> {
-  const sentAt = new Map<string, number>(); // robot → publish time of its latest event
-  const counts = new Map<string, number>();
+  const fleet = `run${run++}`; // fresh series per run, so counts start at zero
+  const published = new Map<string, number[]>(); // window series → publish times, in order
+  const seen = new Map<string, number>(); // window series → events already visible
   const latencies: number[] = [];
   const off = node.node.onResult((r) => {
-    if (r.metric !== "fresh" || r.status !== "provisional") return;
-    const robot = r.dims.source!;
-    const at = sentAt.get(robot);
-    if (at !== undefined && r.eventCount > (counts.get(robot) ?? 0)) latencies.push(Date.now() - at);
-    counts.set(robot, r.eventCount);
-    sentAt.delete(robot);
+    if (r.metric !== "fresh") return;
+    const series = `${r.dims.source}|${r.start}`;
+    const times = published.get(series) ?? [];
+    const now = Date.now();
+    for (let i = seen.get(series) ?? 0; i < Math.min(r.eventCount, times.length); i++) latencies.push(now - times[i]!);
+    seen.set(series, Math.max(seen.get(series) ?? 0, r.eventCount));
   });
   const end = Date.now() + ms;
   let seq = 0;
   let burstDone = !during;
   while (Date.now() < end) {
-    const minute = Math.floor(Date.now() / 60_000);
     for (let r = 0; r < 50; r++) {
-      const robot = `fresh-${minute}-${r}`; // a new series each minute keeps counts monotone per result
-      if (!sentAt.has(robot)) sentAt.set(robot, Date.now());
-      nc.publish(`telemetry.${robot}.status`, JSON.stringify({ id: `${robot}-${seq++}`, ts: Date.now() }));
+      const ts = Date.now();
+      const series = `${fleet}-robot-${r}|${ts - (ts % 60_000)}`;
+      published.set(series, [...(published.get(series) ?? []), ts]);
+      nc.publish(`telemetry.${fleet}-robot-${r}.status`, JSON.stringify({ id: `${fleet}-${r}-${seq++}`, ts }));
     }
     if (!burstDone && Date.now() > end - ms / 2) {
       during!();
@@ -43,6 +48,7 @@ async function measure(ms: number, during?: () => void): Promise<number[]> {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  await new Promise((r) => setTimeout(r, 2_000)); // let the last results arrive
   off();
   return latencies.sort((a, b) => a - b);
 }
