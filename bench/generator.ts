@@ -28,10 +28,11 @@ export type ToGenerator = { allow: number } | { stop: true };
 export type FromGenerator = { ready: true } | { published: number } | { done: number };
 
 const spec = JSON.parse(process.argv[2]!) as GeneratorSpec;
-const send = (m: FromGenerator) => process.send!(m);
+const send = (m: FromGenerator) => process.connected && process.send!(m);
 let allowed = 0;
 let stopping = false;
 let wake: (() => void) | undefined;
+process.on("disconnect", () => ((stopping = true), wake?.())); // the bench is gone
 process.on("message", (m: ToGenerator) => {
   if ("allow" in m) allowed = m.allow;
   else stopping = true;
@@ -116,8 +117,10 @@ while (!stopping) {
 clearInterval(reporter);
 await flush();
 await close();
-send({ done: published });
-process.disconnect();
+if (process.connected) {
+  send({ done: published });
+  process.disconnect();
+}
 
 function mulberry32(seed: number): () => number {
   return () => {

@@ -22,6 +22,18 @@ export const repoRoot = join(here, "..", "..");
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const outOfOrdernessMs = 2_000; // the node's default (README, "Operating")
 
+// ---- child processes --------------------------------------------------------------------------
+
+const children = new Set<ChildProcess>();
+process.on("exit", () => children.forEach((c) => c.kill("SIGKILL")));
+
+/** Kills `child` if the bench exits first (test/processes.ts does the same for nats-server and nodes). */
+export function track<T extends ChildProcess>(child: T): T {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
 // ---- /proc ----------------------------------------------------------------------------------
 
 const ticksPerSecond = 100; // `getconf CLK_TCK` on Linux
@@ -56,8 +68,6 @@ export function rss(pid: number | undefined): number {
     return 0;
   }
 }
-
-export const totalCpu = (pids: (number | undefined)[]) => pids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
 
 // ---- statistics -----------------------------------------------------------------------------
 
@@ -97,7 +107,7 @@ export class Generator {
   }
 
   static async start(spec: GeneratorSpec): Promise<Generator> {
-    const child = fork(join(here, "generator.js"), [JSON.stringify(spec)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const child = track(fork(join(here, "generator.js"), [JSON.stringify(spec)], { stdio: ["ignore", "inherit", "inherit", "ipc"] }));
     await new Promise<void>((resolve, reject) => {
       child.once("message", () => resolve());
       child.once("exit", (code) => reject(new Error(`generator exited with ${code}`)));
@@ -134,13 +144,17 @@ export interface System {
   progress(): Promise<{ done: number; settled?: number; congested?: boolean }>;
   /** Processes whose CPU and peak memory are the system's (the generator is not). */
   pids(): (number | undefined)[];
-  /** Events in flight at most (default: about a second's worth), and how often progress is read (default 100 ms). */
-  flow?: { maxBacklog: number; everyMs: number };
 }
 
 export interface Throughput {
   eventsPerSec: number;
   cpuSecPerMillion: number;
+  /** The same, per process, in the order of `System.pids()`. */
+  cpuSecPerMillionByProcess: number[];
+  /** Share of the control loop's readings at which the system said it was congested. */
+  congestedShare: number;
+  /** Events processed in each whole second of the measured interval (the rate is not steady). */
+  perSecond: number[];
   /** CPU the generator used per million events (not part of the figure above). */
   generatorCpuSecPerMillion: number;
   events: number;
@@ -154,37 +168,52 @@ export interface LoadTiming {
 
 /**
  * Closed loop: the generator may run at most `backlog` events ahead of what the system has
- * processed (about 0.3 s of work), so it stays saturated without an unbounded queue. The rate is
- * processed events over the measured interval, after a warm-up.
+ * processed (about 0.3 s of work, and at least ~10 messages per partition), so it stays saturated
+ * without an unbounded queue. The rate is processed events over the measured interval, after a
+ * warm-up.
  */
 export async function saturate(system: System, spec: GeneratorSpec, timing: LoadTiming): Promise<Throughput> {
   const generator = await Generator.start(spec);
-  const { maxBacklog, everyMs } = system.flow ?? { maxBacklog: 2_000_000, everyMs: 100 };
-  let backlog = Math.min(50_000, maxBacklog);
-  const sample = async () => ({ at: Date.now(), done: (await system.progress()).done, cpu: totalCpu(system.pids()), gen: cpuSeconds(generator.pid) });
+  // At least ~10 messages per partition in flight, so no router waits for work between its batches.
+  const minBacklog = Math.max(50_000, 240 * spec.workload.batch);
+  let backlog = minBacklog;
+  const sample = async () => ({ at: Date.now(), done: (await system.progress()).done, cpu: system.pids().map(cpuSeconds), gen: cpuSeconds(generator.pid) });
   const startedAt = Date.now();
   let first: Awaited<ReturnType<typeof sample>> | undefined;
   let previous = { at: startedAt, done: 0 };
+  let readings = 0;
+  let congestedReadings = 0;
+  const perSecond: number[] = [];
+  let second = { at: 0, done: 0 };
   try {
     generator.allow(backlog);
     for (;;) {
-      await sleep(everyMs);
+      await sleep(100);
       const { done, settled = done, congested } = await system.progress();
       const now = Date.now();
-      // About 0.3 s of work in flight (more only grows the server's buffers), never less than a few batches.
+      // About 0.3 s of work in flight (more only grows the server's buffers), never less than the minimum.
       const rate = ((done - previous.done) * 1000) / Math.max(1, now - previous.at);
-      backlog = Math.min(maxBacklog, Math.max(backlog * 0.8, rate * 0.3, 50_000));
+      backlog = Math.min(2_000_000, Math.max(backlog * 0.8, rate * 0.3, minBacklog));
       previous = { at: now, done };
       if (!congested) generator.allow(settled + backlog);
-      if (!first && now - startedAt >= timing.warmupMs) first = await sample();
+      if (first) (readings++, congested && congestedReadings++);
+      if (first && now - second.at >= 1000) {
+        perSecond.push(Math.round(((done - second.done) * 1000) / (now - second.at)));
+        second = { at: now, done };
+      }
+      if (!first && now - startedAt >= timing.warmupMs) (first = await sample()), (second = { at: first.at, done: first.done });
       if (first && now - first.at >= timing.measureMs) break;
     }
     const last = await sample();
     const events = last.done - first!.done;
     const perMillion = (s: number) => (events > 0 ? (s * 1e6) / events : 0);
+    const byProcess = last.cpu.map((cpu, i) => perMillion(cpu - first!.cpu[i]!));
     return {
       eventsPerSec: (events * 1000) / (last.at - first!.at),
-      cpuSecPerMillion: perMillion(last.cpu - first!.cpu),
+      cpuSecPerMillion: byProcess.reduce((a, b) => a + b, 0),
+      cpuSecPerMillionByProcess: byProcess,
+      congestedShare: readings ? congestedReadings / readings : 0,
+      perSecond,
       generatorCpuSecPerMillion: perMillion(last.gen - first!.gen),
       events,
       seconds: (last.at - first!.at) / 1000,
@@ -210,10 +239,12 @@ export interface NodeUnderTest {
  */
 async function startProfiledNode(args: string[], profileDir: string): Promise<NodeUnderTest> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["--cpu-prof", "--cpu-prof-dir", profileDir, join(repoRoot, "bin", "tally.js"), "node", ...args, "--http", String(port)], {
-    cwd: repoRoot,
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  const child = track(
+    spawn(process.execPath, ["--cpu-prof", "--cpu-prof-dir", profileDir, join(repoRoot, "bin", "tally.js"), "node", ...args, "--http", String(port)], {
+      cwd: repoRoot,
+      stdio: ["ignore", "ignore", "inherit"],
+    }),
+  );
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const url = `http://127.0.0.1:${port}`;
   for (const deadline = Date.now() + 20_000; ; await sleep(50)) {
@@ -265,7 +296,16 @@ export async function startTally(rules: { metrics: object[] }, opts: { profileDi
     : await NodeProcess.start({ natsUrl: nats.url, dataDir, rulesFile });
   const nc = await connect({ servers: nats.url, name: "tally-bench" });
   const jsm = await jetstreamManager(nc);
-  const status = async () => JSON.parse((await httpRequest(`${node.url}/v1/status`, { timeoutMs: 10_000 })).body) as TallyStatus;
+  // A busy node may not answer for a while (its event loop blocked): that is a slow reading, not a failure.
+  const status = async (): Promise<TallyStatus> => {
+    for (const giveUpAt = Date.now() + 120_000; ; ) {
+      try {
+        return JSON.parse((await httpRequest(`${node.url}/v1/status`, { timeoutMs: 10_000 })).body) as TallyStatus;
+      } catch (e) {
+        if (Date.now() > giveUpAt) throw e;
+      }
+    }
+  };
   const peak = { activeWindows: 0, rss: 0 };
   await sleep(500);
   const results = `results-${(await status()).node}`;
@@ -318,6 +358,8 @@ export interface Freshness {
   afterWatermark: Percentiles;
   /** Events/s offered during the phase. */
   rate: number;
+  /** How long the phase and its wait for answers lasted. */
+  seconds: number;
 }
 
 /** The freshness probe's metric: one event every 20 ms from source `probe`. */
@@ -417,5 +459,6 @@ export async function measureFreshness(
       unfinished.map((lag) => lag - outOfOrdernessMs),
     ),
     rate: published / seconds,
+    seconds: (now - startedAt) / 1000,
   };
 }

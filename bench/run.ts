@@ -1,6 +1,6 @@
 // The benchmark suite: `make bench` (full, ≤ 10 min on 2 cores) or `make bench-smoke` (CI, < 2 min).
 // Run: npx tsc -p tsconfig.json && node dist/bench/run.js [--smoke] [--only robots,hot-key,...] [--out DIR]
-// Writes DIR/latest.md and DIR/latest.json (default bench/results/). See bench/README.md.
+// Writes DIR/latest.md and DIR/latest.json (smoke: DIR/smoke.*; default DIR bench/results/). See bench/README.md.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -21,14 +21,26 @@ const out = resolve(values.out ?? join(repoRoot, "bench", "results"));
 
 const suite = new Suite(!!values.smoke);
 const startedAt = Date.now();
-for (const [name, scenario] of Object.entries(scenarios)) if (only.includes(name)) await scenario(suite);
+const failed: string[] = [];
+for (const [name, scenario] of Object.entries(scenarios)) {
+  if (!only.includes(name)) continue;
+  try {
+    await scenario(suite);
+  } catch (e) {
+    // Keep going: the other scenarios' numbers are still worth having; the exit code says it failed.
+    suite.log(`${name} failed: ${(e as Error).stack ?? e}`);
+    failed.push(name);
+    suite.result.skipped.push(`${name}: FAILED: ${(e as Error).message.split("\n")[0]}`);
+  }
+}
 const seconds = Math.round((Date.now() - startedAt) / 1000);
 suite.log(`done in ${seconds} s`);
 
 mkdirSync(out, { recursive: true });
+const name = values.smoke ? "smoke" : "latest"; // a smoke run never overwrites the full suite's results
 const md = markdown(suite.result) + `\nThe suite took ${seconds} s.\n`;
-writeFileSync(join(out, "latest.md"), md);
-writeFileSync(join(out, "latest.json"), JSON.stringify({ ...suite.result, seconds, targets: targets(suite.result) }, null, 2) + "\n");
+writeFileSync(join(out, `${name}.md`), md);
+writeFileSync(join(out, `${name}.json`), JSON.stringify({ ...suite.result, seconds, targets: targets(suite.result) }, null, 2) + "\n");
 process.stdout.write(md);
 // Child processes (generators, nats-servers) are gone; end despite any lingering handle.
-process.exit(0);
+process.exit(failed.length > 0 ? 1 : 0);

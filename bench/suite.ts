@@ -9,7 +9,7 @@ import { startLimit } from "./baselines/limit.js";
 import { naiveUnavailable, startNaiveRedis } from "./baselines/naive-redis.js";
 import { startStatsd, statsdUnavailable } from "./baselines/statsd.js";
 import type { GeneratorSpec } from "./generator.js";
-import { measureFreshness, peakRss, probeRule, saturate, startTally, type Freshness, type LoadTiming, type Throughput } from "./harness.js";
+import { measureFreshness, peakRss, probeRule, rss, saturate, startTally, type Freshness, type LoadTiming, type Throughput } from "./harness.js";
 import { summarizeProfile, type ProfileEntry } from "./profile.js";
 import type { Workload } from "./workload.js";
 
@@ -35,6 +35,8 @@ export interface TallyRow {
   workload: Workload;
   rules: object[];
   throughput: Throughput;
+  /** Whose CPU `throughput.cpuSecPerMillionByProcess` lists. */
+  processes: string[];
   /** Input events that were neither duplicates nor rejected, per second. */
   aggregatedPerSec: number;
   peakRssBytes: number;
@@ -42,6 +44,8 @@ export interface TallyRow {
   idleRssBytes: number;
   peakActiveWindows: number;
   rssAtPeakWindows: number;
+  /** Once the load stopped and the node drained it: active windows and the node's RSS then. */
+  settled: { activeWindows: number; rssBytes: number };
   freshness: Freshness;
 }
 
@@ -52,6 +56,8 @@ export interface BaselineRow {
   /** The Tally row it is compared with (limits: every row of the same message shape). */
   against?: { scenario: string; variant: string; mode: string };
   throughput: Throughput;
+  /** Whose CPU `throughput.cpuSecPerMillionByProcess` lists. */
+  processes: string[];
   peakRssBytes: number;
   note?: string;
 }
@@ -85,7 +91,7 @@ export class Suite {
   private prefix = 0;
 
   constructor(readonly smoke: boolean) {
-    this.timing = smoke ? { warmupMs: 1_000, measureMs: 2_000 } : { warmupMs: 3_000, measureMs: 10_000 };
+    this.timing = smoke ? { warmupMs: 1_000, measureMs: 2_000 } : { warmupMs: 3_000, measureMs: 15_000 };
     this.result = {
       startedAt: new Date().toISOString(),
       smoke,
@@ -123,6 +129,7 @@ export class Suite {
       const throughput = await saturate(stack, spec, { ...this.timing, measureMs: this.smoke ? this.timing.measureMs : (c.measureMs ?? this.timing.measureMs) });
       const counters = (await stack.status()).counters;
       await stack.drain(this.smoke ? 5_000 : 20_000); // start the freshness phase on an idle pipeline
+      const settled = { activeWindows: (await stack.status()).activeWindows, rssBytes: rss(stack.node.pid) };
       const freshness = await measureFreshness(
         stack,
         { ...spec, idPrefix: this.idPrefix(), rate: Math.max(1_000, throughput.eventsPerSec / 2) },
@@ -135,12 +142,14 @@ export class Suite {
         workload: c.workload,
         rules: c.rules,
         throughput,
+        processes: ["tally node", "nats-server"],
         aggregatedPerSec: throughput.eventsPerSec * (1 - (counters.duplicates + counters.rejected) / Math.max(1, counters.events)),
         peakRssBytes: peakRss(stack.node.pid),
         natsPeakRssBytes: peakRss(stack.nats.pid),
         idleRssBytes: stack.idleRss,
         peakActiveWindows: stack.peak.activeWindows,
         rssAtPeakWindows: stack.peak.rss,
+        settled,
         freshness,
       };
       this.result.rows.push(row);
@@ -178,7 +187,14 @@ export class Suite {
     const stack = await startLimit();
     try {
       const throughput = await saturate(stack, { workload, idPrefix: this.idPrefix(), target: { nats: stack.natsUrl }, tsOffsetMs: 0 }, this.timing);
-      const row: BaselineRow = { baseline: "limit", mode, what: "JetStream consumer, decode + count", throughput, peakRssBytes: peakRss(stack.pids()[0]) };
+      const row: BaselineRow = {
+        baseline: "limit",
+        mode,
+        what: "JetStream consumer, decode + count",
+        throughput,
+        processes: ["consumer", "nats-server"],
+        peakRssBytes: peakRss(stack.pids()[0]),
+      };
       this.result.baselines.push(row);
       return row;
     } finally {
@@ -201,6 +217,7 @@ export class Suite {
         what,
         against: caseKey(against),
         throughput,
+        processes: ["statsd"],
         peakRssBytes: peakRss(stack.pids()[0]),
         note: `${Math.round(dropped)} events in dropped datagrams`,
       });
@@ -218,7 +235,15 @@ export class Suite {
     try {
       const throughput = await saturate(stack, { workload, idPrefix: this.idPrefix(), target: { nats: stack.natsUrl }, tsOffsetMs: 0 }, this.timing);
       const [consumer, , redis] = stack.pids();
-      this.result.baselines.push({ baseline: "naive", mode: modeOf(workload), what, against: caseKey(against), throughput, peakRssBytes: peakRss(consumer) + peakRss(redis) });
+      this.result.baselines.push({
+        baseline: "naive",
+        mode: modeOf(workload),
+        what,
+        against: caseKey(against),
+        throughput,
+        processes: ["consumer", "nats-server", "redis-server"],
+        peakRssBytes: peakRss(consumer) + peakRss(redis),
+      });
     } finally {
       await stack.stop();
     }

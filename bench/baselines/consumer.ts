@@ -68,4 +68,5 @@ await consumeInBatches(
   (e) => console.error("baseline consumer:", e),
 );
 process.send!({ ready: true });
+process.on("disconnect", () => process.exit(0)); // the bench is gone
 setInterval(() => process.send!({ done }), 100);

@@ -10,7 +10,7 @@ import { connect } from "@nats-io/transport-node";
 import { ensureStreams } from "../../node/streams.js";
 import { tempDir } from "../../test/harness.js";
 import { NatsProcess } from "../../test/processes.js";
-import type { System } from "../harness.js";
+import { track, type System } from "../harness.js";
 import type { ConsumerSpec } from "./consumer.js";
 
 export interface BaselineStack extends System {
@@ -25,7 +25,7 @@ export async function startLimit(opts: { redisPort?: number } = {}): Promise<Bas
   await ensureStreams(nc); // exactly the events stream Tally reads (storage, limits, dedup window)
   await nc.close();
   const spec: ConsumerSpec = { nats: nats.url, redisPort: opts.redisPort };
-  const child = fork(join(dirname(fileURLToPath(import.meta.url)), "consumer.js"), [JSON.stringify(spec)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = track(fork(join(dirname(fileURLToPath(import.meta.url)), "consumer.js"), [JSON.stringify(spec)], { stdio: ["ignore", "inherit", "inherit", "ipc"] }));
   let done = 0;
   await new Promise<void>((resolve, reject) => {
     child.on("message", (m: { ready?: true; done?: number }) => {

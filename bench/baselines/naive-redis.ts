@@ -4,7 +4,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { freePort } from "../../test/processes.js";
-import { sleep } from "../harness.js";
+import { sleep, track } from "../harness.js";
 import { startLimit, type BaselineStack } from "./limit.js";
 
 /** Why the naive baseline cannot run here, or undefined if it can. */
@@ -20,7 +20,7 @@ export async function naiveUnavailable(): Promise<string | undefined> {
 
 export async function startNaiveRedis(): Promise<BaselineStack> {
   const port = await freePort();
-  const redis = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: ["ignore", "pipe", "inherit"] });
+  const redis = track(spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: ["ignore", "pipe", "inherit"] }));
   await new Promise<void>((resolve, reject) => {
     let log = "";
     redis.stdout!.on("data", (chunk: Buffer) => {

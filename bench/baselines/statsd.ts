@@ -12,7 +12,7 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { tempDir } from "../../test/harness.js";
 import { freePort } from "../../test/processes.js";
-import { repoRoot, sleep, type System } from "../harness.js";
+import { repoRoot, sleep, track, type System } from "../harness.js";
 import { statsdPackets, type Workload } from "../workload.js";
 
 const statsdMain = join(repoRoot, "node_modules", "statsd", "stats.js");
@@ -51,7 +51,7 @@ export async function startStatsd(workload: Workload, rich: boolean): Promise<St
     flushInterval: 10_000,
   };
   writeFileSync(join(dir.path, "config.js"), JSON.stringify(config));
-  const child = spawn(process.execPath, [statsdMain, join(dir.path, "config.js")], { stdio: ["ignore", "ignore", "inherit"] });
+  const child = track(spawn(process.execPath, [statsdMain, join(dir.path, "config.js")], { stdio: ["ignore", "ignore", "inherit"] }));
   const { packets } = statsdPackets(workload, rich);
   const { linesPerEvent } = statsdPackets({ ...workload, sources: 1 }, rich);
   const eventsPerPacket = packets.reduce((n, p) => n + p.toString().split("\n").length, 0) / linesPerEvent / packets.length;
