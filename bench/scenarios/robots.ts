@@ -33,8 +33,8 @@ export async function robots(suite: Suite): Promise<void> {
     await suite.tally(robotsCase(suite, 10_000, rich, protoBatch(10_000)));
     await suite.tally(robotsCase(suite, 100_000, rich, jsonBatch(100_000)));
     await suite.tally(robotsCase(suite, 100_000, rich, protoBatch(100_000)));
+    await suite.profile(robotsCase(suite, 10_000, countAvg, protoBatch(10_000)));
   }
-  if (!suite.smoke) await suite.profile(robotsCase(suite, 10_000, countAvg, protoBatch(10_000)));
 
   // Baselines on the same events, compared with Tally's protobuf path on the same rules.
   const headline = robotsCase(suite, 10_000, countAvg, protoBatch(10_000));
