@@ -152,9 +152,7 @@ function describeRule(rule: MetricRule) {
 async function queryMetric(node: NodeApi, name: string, params: URLSearchParams) {
   const rule = node.metricRules.find((r) => r.name === name);
   if (!rule) throw new HttpError(404, `unknown metric "${name}"`);
-  const now = Date.now();
-  const from = params.has("from") ? parseTime(params.get("from")!, "from") : now - 3_600_000;
-  const to = params.has("to") ? parseTime(params.get("to")!, "to") : now + 60_000;
+  const { from, to } = timeRange(params);
   const window = params.get("window") ?? coarsestWindow(rule, from, to);
   if (!rule.windows.some((w) => w.id === window)) {
     throw new HttpError(400, `metric "${name}" has no window "${window}" (it has ${rule.windows.map((w) => w.id).join(", ")})`);
@@ -169,9 +167,7 @@ async function queryMetric(node: NodeApi, name: string, params: URLSearchParams)
  * metric. `balanced` is the check a user runs: accepted = aggregated + unmatched + duplicates + dlq.
  */
 async function audit(node: NodeApi, params: URLSearchParams) {
-  const now = Date.now();
-  const from = params.has("from") ? parseTime(params.get("from")!, "from") : now - 3_600_000;
-  const to = params.has("to") ? parseTime(params.get("to")!, "to") : now + 60_000;
+  const { from, to } = timeRange(params);
   const results = await node.query({ metric: "_audit", window: "1m", from, to, where: {} });
   const minutes = new Map<number, Record<string, number | string | boolean>>();
   for (const r of results) {
@@ -196,6 +192,15 @@ function coarsestWindow(rule: MetricRule, from: number, to: number): string {
   const bySize = [...rule.windows].sort((a, b) => b.sizeMs - a.sizeMs);
   const fits = bySize.find((w) => w.slideMs === w.sizeMs && to - from >= w.sizeMs && from % w.sizeMs === 0 && to % w.sizeMs === 0);
   return (fits ?? bySize[bySize.length - 1]!).id;
+}
+
+/** `from` and `to` of a query: ms or ISO-8601; by default the last hour (and the minute ahead). */
+function timeRange(params: URLSearchParams): { from: number; to: number } {
+  const now = Date.now();
+  return {
+    from: params.has("from") ? parseTime(params.get("from")!, "from") : now - 3_600_000,
+    to: params.has("to") ? parseTime(params.get("to")!, "to") : now + 60_000,
+  };
 }
 
 function parseTime(text: string, name: string): number {

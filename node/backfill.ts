@@ -1,10 +1,10 @@
 import { DeliverPolicy, jetstream, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decodePayload } from "../actors/decode.js";
 import { defaultLimits, type TelemetryEvent } from "../actors/event.js";
 import { RecentIds } from "../actors/recent-ids.js";
 import { Router } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
+import { decodeEventMessage } from "./event-message.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import { streams, subjects } from "./streams.js";
 
@@ -20,7 +20,6 @@ export interface BackfillOptions {
 }
 
 const batchSize = 1_000;
-const protobufTypes = new Set(["application/protobuf", "application/x-protobuf"]);
 
 /**
  * Routes, for one new rule, the events still retained in JetStream that arrived before the rule
@@ -89,10 +88,8 @@ async function route(
   const events: TelemetryEvent[] = [];
   for (const m of messages) {
     const arrivedAt = Math.floor(m.info.timestampNanos / 1e6);
-    const [, , , source = "", kind = ""] = m.subject.split(".");
-    const protobuf = protobufTypes.has(m.headers?.get("Content-Type") ?? "");
     // Validated as at arrival, so an event the routers accepted then is accepted now.
-    for (const event of decodePayload(m.data, source, kind, protobuf, arrivedAt, defaultLimits).events) {
+    for (const event of decodeEventMessage(m, arrivedAt, defaultLimits).events) {
       if (recent.seen(event.id, arrivedAt)) continue;
       if (arrivedAt >= opts.fromMs) events.push(event);
     }

@@ -1,12 +1,12 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { shardOf } from "../cluster/shards.js";
-import { decodePayload } from "../actors/decode.js";
 import type { Reject, TelemetryEvent, ValidationLimits } from "../actors/event.js";
 import { RecentIds } from "../actors/recent-ids.js";
 import { Outcome, type Router, type WindowPartial } from "../actors/router.js";
 import type { PartitionMark } from "../actors/window-shard.js";
 import { AuditTally } from "./audit.js";
 import { fileRejects, type RejectOrigin } from "./dead-letters.js";
+import { decodeEventMessage } from "./event-message.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import type { RouterLog } from "./router-log.js";
 import { subjects } from "./streams.js";
@@ -30,8 +30,6 @@ export interface IngestCounters {
   rejected: number;
   unmatched: number;
 }
-
-const protobufTypes = new Set(["application/protobuf", "application/x-protobuf"]);
 
 /**
  * The router of one event partition: decode and validate (bad input to the DLQ), drop
@@ -116,9 +114,8 @@ export class PartitionIngest {
     for (const m of messages) {
       this.counters.messages++;
       const arrivedAt = Math.floor(m.info.timestampNanos / 1e6);
-      const [, , , source = "", kind = ""] = m.subject.split(".");
-      const protobuf = protobufTypes.has(m.headers?.get("Content-Type") ?? "");
-      const decoded = decodePayload(m.data, source, kind, protobuf, now, this.settings.limits);
+      const decoded = decodeEventMessage(m, now, this.settings.limits);
+      const { source, kind } = decoded;
       decoded.rejects.forEach((reject, i) =>
         rejects.push({ reject, origin: { subject: subjects.telemetry(source, kind), id: `${this.partition}:${m.seq}:${i}` } }),
       );
