@@ -12,7 +12,7 @@ export async function runNode(options: NodeOptions, httpPort: number, httpHost =
   const node = new TallyNode(options);
   await node.start();
   const http = await startHttp(node, httpPort, httpHost);
-  node.httpUrl = `http://${httpHost}:${http.port}/`;
+  await node.announceHttp(`http://${httpHost}:${http.port}/`);
   return {
     node,
     http,

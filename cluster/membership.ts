@@ -25,6 +25,7 @@ export interface MemberInfo {
  */
 export class Membership {
   private timer?: NodeJS.Timeout;
+  private beat?: () => Promise<void>;
 
   private constructor(private readonly kv: KV) {}
 
@@ -34,12 +35,17 @@ export class Membership {
 
   /** Heartbeats `info()` now and every `intervalMs` until `stop`. */
   async join(info: () => Promise<MemberInfo>, intervalMs = 1_000, onError: (e: Error) => void = () => {}): Promise<void> {
-    const beat = async () => {
+    const beat = (this.beat = async () => {
       const me = await info();
       await this.kv.put(me.id, JSON.stringify(me));
-    };
+    });
     await beat();
     this.timer = setInterval(() => beat().catch(onError), intervalMs);
+  }
+
+  /** Heartbeats now, rather than at the next interval: what the node says about itself changed. */
+  async beatNow(): Promise<void> {
+    await this.beat?.();
   }
 
   /** Leaves at once (a graceful stop), rather than after the heartbeat expires. */

@@ -86,8 +86,8 @@ export class TallyNode {
   private rulesStore!: RulesStore;
   private membership?: Membership;
   private jsm!: Awaited<ReturnType<typeof ensureStreams>>;
-  /** Where this node's HTTP API answers, for `tally status` (set by whoever serves it). */
-  httpUrl?: string;
+  /** Where this node's HTTP API answers, for `tally status`. */
+  private httpUrl?: string;
   private readonly startedAt = Date.now();
   private stopWatchingRules?: () => void;
   private nc!: NatsConnection;
@@ -209,6 +209,12 @@ export class TallyNode {
   /** The node's event-time watermark: the least of its shards'. */
   get watermark(): number {
     return this.host?.watermark ?? -Infinity;
+  }
+
+  /** Tells the cluster where this node's HTTP API answers, at once (whoever serves it calls this). */
+  async announceHttp(url: string): Promise<void> {
+    this.httpUrl = url;
+    await this.membership?.beatNow();
   }
 
   /** The rules bucket, for the admin API. */
