@@ -12,6 +12,8 @@ export const subjects = {
   results: (metric: string, window: string) => `results.${metric}.${window}`,
   dlq: (reason: string) => `tally.dlq.${reason}`,
   routerLog: (partition: number) => `tally.routerlog.${partition}`,
+  /** A shard's replicated actor state: a fenced, compacted changelog (node/shard-state-log.ts). */
+  shardState: (shard: number) => `tally.state.${shard}`,
 };
 
 export const streams = {
@@ -20,6 +22,7 @@ export const streams = {
   results: "TALLY_RESULTS",
   dlq: "TALLY_DLQ",
   routerLog: "TALLY_ROUTER_LOG",
+  shardState: "TALLY_STATE",
 } as const;
 
 const hour = 3_600_000;
