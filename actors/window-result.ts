@@ -27,4 +27,7 @@ export interface WindowResult extends WindowIdentity {
   /** The event-time watermark this result was computed under (ms). */
   watermark: number;
   values: Record<string, ResultValue>;
+  /** The shard that computed it and that shard's ownership epoch: sinks refuse a stale epoch. */
+  shard?: number;
+  epoch?: number;
 }

@@ -23,6 +23,7 @@ const usage = `tally: real-time event-time aggregation on NATS
   tuning (up and node): --plugin FILE (an aggregation module, repeatable) --out-of-orderness 2s --idle-timeout 5s --dedup-horizon 10m
       --checkpoint-interval 1s --emit-interval 250ms --event-retention 7d
       --retention 1m=30d,1h=1y,1d=forever (aggregates kept, by window size)
+  cluster (node): --replicas 1 (3 on a 3-server NATS cluster) --heartbeat-ttl 5s --rebalance-interval 1s --max-moves 4
   tally simulate --nats URL [--robots N] [--interval MS] [--batch]
       the robot-fleet simulator
   tally status --nats URL [--json]
@@ -113,11 +114,31 @@ const tuningOptions = {
   "emit-interval": { type: "string" },
   "event-retention": { type: "string" },
   retention: { type: "string" },
+  replicas: { type: "string" },
+  "heartbeat-ttl": { type: "string" },
+  "rebalance-interval": { type: "string" },
+  "max-moves": { type: "string" },
 } as const;
 
-type DurationFlag = "out-of-orderness" | "idle-timeout" | "dedup-horizon" | "checkpoint-interval" | "emit-interval" | "event-retention";
+type DurationFlag =
+  | "out-of-orderness"
+  | "idle-timeout"
+  | "dedup-horizon"
+  | "checkpoint-interval"
+  | "emit-interval"
+  | "event-retention"
+  | "heartbeat-ttl"
+  | "rebalance-interval";
+type CountFlag = "replicas" | "max-moves";
 
-function tuning(values: Partial<Record<DurationFlag | "retention", string>>): Partial<NodeOptions> {
+function tuning(values: Partial<Record<DurationFlag | CountFlag | "retention", string>>): Partial<NodeOptions> {
+  const count = (name: CountFlag) => {
+    const text = values[name];
+    if (text === undefined) return undefined;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name}: expected a whole number ≥ 1, got "${text}"`);
+    return n;
+  };
   const duration = (name: DurationFlag) => {
     const text = values[name];
     if (text === undefined) return undefined;
@@ -135,6 +156,10 @@ function tuning(values: Partial<Record<DurationFlag | "retention", string>>): Pa
     emitIntervalMs: duration("emit-interval"),
     eventRetentionMs: duration("event-retention"),
     retention: retentionFlag(values.retention),
+    replicas: count("replicas"),
+    maxMovesPerRound: count("max-moves"),
+    heartbeatTtlMs: duration("heartbeat-ttl"),
+    rebalanceIntervalMs: duration("rebalance-interval"),
   };
 }
 

@@ -19,12 +19,14 @@ export async function status(args: string[]): Promise<void> {
     for (const m of members) {
       const lag = Object.values(m.lag.partitions).reduce((a, b) => a + b, 0);
       const watermark = m.watermark === null ? "none yet" : `${new Date(m.watermark).toISOString()} (${((now - m.watermark) / 1000).toFixed(1)} s behind)`;
-      console.log(`node ${m.id}  ${m.http ?? ""}  up ${Math.round((now - m.startedAt) / 1000)} s  heartbeat ${now - m.heartbeatAt} ms ago`);
+      console.log(`node ${m.id}${m.leaving ? " (leaving)" : ""}  ${m.http ?? ""}  up ${Math.round((now - m.startedAt) / 1000)} s  heartbeat ${now - m.heartbeatAt} ms ago`);
       console.log(`  partitions ${m.partitions.length} (${compact(m.partitions)})  event lag ${lag}`);
       console.log(`  shards ${m.shards.length} (${compact(m.shards)})  mailbox lag ${m.lag.mailbox}`);
       console.log(`  watermark ${watermark}`);
       const behind = Object.entries(m.lag.partitions).filter(([, n]) => n > 0);
       if (behind.length > 0) console.log(`  lagging partitions: ${behind.map(([p, n]) => `${p}:${n}`).join(" ")}`);
+      const shardsBehind = Object.entries(m.lag.shards ?? {}).filter(([, n]) => n > 0);
+      if (shardsBehind.length > 0) console.log(`  lagging shards: ${shardsBehind.map(([s, n]) => `${s}:${n}`).join(" ")}`);
     }
   } finally {
     await nc.close();

@@ -8,14 +8,16 @@ export interface MemberInfo {
   id: string;
   /** Where its HTTP API answers. */
   http?: string;
+  /** Stopping gracefully: it hands its units over and gets no new ones. */
+  leaving?: boolean;
   startedAt: number;
   heartbeatAt: number;
   partitions: number[];
   shards: number[];
   /** Event-time watermark of its shards (ms), null before any event. */
   watermark: number | null;
-  /** Messages waiting in its consumers: per partition (events) and for its shards (mailbox). */
-  lag: { partitions: Record<string, number>; mailbox: number };
+  /** Messages waiting in its consumers: per partition (events), per shard (mailbox), and all its shards' mailbox together. */
+  lag: { partitions: Record<string, number>; shards: Record<string, number>; mailbox: number };
 }
 
 /**
@@ -29,8 +31,8 @@ export class Membership {
 
   private constructor(private readonly kv: KV) {}
 
-  static async open(nc: NatsConnection, ttlMs = 5_000): Promise<Membership> {
-    return new Membership(await new Kvm(nc).create(membersBucket, { ttl: ttlMs, history: 1 }));
+  static async open(nc: NatsConnection, ttlMs = 5_000, replicas = 1): Promise<Membership> {
+    return new Membership(await new Kvm(nc).create(membersBucket, { ttl: ttlMs, history: 1, replicas }));
   }
 
   /** Heartbeats `info()` now and every `intervalMs` until `stop`. */

@@ -17,15 +17,45 @@ export interface ResultQuery {
  * and duplicates are harmless. Every node keeps all of it, so any node answers for the cluster.
  */
 export class ResultsStore {
+  /** Per shard, the newest ownership epoch seen on the results stream. */
+  private readonly epochs = new Map<number, number>();
+
   constructor(private readonly store: StateStore) {}
 
-  /** Stores `result` unless a newer one is already there. True if stored. */
+  /**
+   * Stores `result` unless a newer one is already there, or it comes from a shard owner the
+   * stream has already seen replaced (a stale epoch: a node that lost the shard and has not
+   * noticed yet). True if stored.
+   */
   async put(result: WindowResult): Promise<boolean> {
+    const writes: [string, Uint8Array][] = [];
+    if (result.shard !== undefined && result.epoch !== undefined) {
+      const newest = await this.newestEpoch(result.shard);
+      if (result.epoch < newest) return false;
+      if (result.epoch > newest) {
+        this.epochs.set(result.shard, result.epoch);
+        writes.push([epochKey(result.shard), Buffer.from(String(result.epoch))]);
+      }
+    }
     const key = storageKey(result.metric, result.window, result.start, JSON.stringify(result.dims));
     const existing = await this.store.get(key);
-    if (existing && isNewer(JSON.parse(Buffer.from(existing).toString()) as WindowResult, result)) return false;
-    await this.store.write([[key, Buffer.from(JSON.stringify(result))]]);
+    if (existing && isNewer(JSON.parse(Buffer.from(existing).toString()) as WindowResult, result)) {
+      if (writes.length > 0) await this.store.write(writes);
+      return false;
+    }
+    writes.push([key, Buffer.from(JSON.stringify(result))]);
+    await this.store.write(writes);
     return true;
+  }
+
+  private async newestEpoch(shard: number): Promise<number> {
+    let epoch = this.epochs.get(shard);
+    if (epoch === undefined) {
+      const stored = await this.store.get(epochKey(shard));
+      epoch = stored ? Number(Buffer.from(stored).toString()) : 0;
+      this.epochs.set(shard, epoch);
+    }
+    return epoch;
   }
 
   async query(q: ResultQuery): Promise<WindowResult[]> {
@@ -51,6 +81,10 @@ export async function dropResultsBefore(store: StateStore, metric: string, windo
 
 function isNewer(a: WindowResult, b: WindowResult): boolean {
   return a.revision > b.revision || (a.revision === b.revision && a.revision === 0 && a.eventCount > b.eventCount);
+}
+
+function epochKey(shard: number): string {
+  return `result-epoch/${shard}`;
 }
 
 function matches(dims: Record<string, string>, where: Record<string, string>): boolean {

@@ -28,16 +28,26 @@ export interface RecoveredLog {
   earlier: { ids: string[]; at: number }[];
 }
 
+/**
+ * One writer per partition: each append expects the log's last record to be the one this router
+ * last wrote or recovered, so a router that lost its partition to another node (and has not
+ * noticed yet) fails its next append, before it outputs anything for that batch.
+ */
 export class RouterLog {
+  /** Per partition, the stream sequence of the last record this process wrote or recovered. */
+  private readonly lastSeq = new Map<number, number>();
+
   constructor(
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
   ) {}
 
   async append(record: BatchRecord): Promise<void> {
-    await this.js.publish(subjects.routerLog(record.partition), JSON.stringify(record), {
+    const ack = await this.js.publish(subjects.routerLog(record.partition), JSON.stringify(record), {
       msgID: `${record.partition}:${record.last}`,
+      expect: { lastSubjectSequence: this.lastSeq.get(record.partition) ?? 0 },
     });
+    this.lastSeq.set(record.partition, ack.seq);
   }
 
   async recover(partition: number, horizonMs: number, now: number): Promise<RecoveredLog> {
@@ -46,6 +56,7 @@ export class RouterLog {
       if (/no message found/i.test(e.message)) return null;
       throw e;
     });
+    this.lastSeq.set(partition, lastMsg?.seq ?? 0);
     if (!lastMsg) return { earlier: [] };
     const last = lastMsg.json<BatchRecord>();
     const since = now - horizonMs;

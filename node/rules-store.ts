@@ -1,6 +1,7 @@
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parseRule, type MetricRule } from "../actors/rules.js";
+import { watchBucket } from "./kv-watch.js";
 
 export const rulesBucket = "TALLY_RULES";
 
@@ -24,8 +25,8 @@ export interface StoredRule {
 export class RulesStore {
   private constructor(private readonly kv: KV) {}
 
-  static async open(nc: NatsConnection): Promise<RulesStore> {
-    return new RulesStore(await new Kvm(nc).create(rulesBucket, { history: 5 }));
+  static async open(nc: NatsConnection, replicas = 1): Promise<RulesStore> {
+    return new RulesStore(await new Kvm(nc).create(rulesBucket, { history: 5, replicas }));
   }
 
   /** Stores each rule that is not defined yet, active from the start. Returns the names it added. */
@@ -78,32 +79,18 @@ export class RulesStore {
    * change. A stored definition that no longer parses is reported and skipped, never fatal.
    */
   async watch(onChange: (rules: MetricRule[]) => void, onBadRule: (name: string, error: Error) => void): Promise<() => void> {
-    const current = new Map<string, MetricRule>();
-    // With nothing stored the watch brings only future changes; otherwise it first replays the
-    // stored values, the last of them with delta 0.
-    let live = (await this.kv.status()).values === 0;
-    if (live) onChange([]);
-    const watcher = await this.kv.watch();
-    await new Promise<void>((ready) => {
-      if (live) ready();
-      void (async () => {
-        for await (const entry of watcher) {
-          if (entry.operation === "PUT") {
-            try {
-              const stored = entry.json<StoredRule>();
-              current.set(entry.key, parseRule(stored.definition, 0, stored.activeFrom));
-            } catch (e) {
-              onBadRule(entry.key, e as Error);
-            }
-          } else current.delete(entry.key);
-          if (live || entry.delta === 0) {
-            live = true;
-            onChange([...current.values()]);
-            ready();
-          }
+    return watchBucket(
+      this.kv,
+      (entry) => {
+        try {
+          const stored = entry.json<StoredRule>();
+          return parseRule(stored.definition, 0, stored.activeFrom);
+        } catch (e) {
+          onBadRule(entry.key, e as Error);
+          return undefined;
         }
-      })();
-    });
-    return () => watcher.stop();
+      },
+      onChange,
+    );
   }
 }

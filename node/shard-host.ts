@@ -1,134 +1,53 @@
-import type { JsMsg } from "@nats-io/jetstream";
-import { shardOf } from "../cluster/shards.js";
-import type { MetricRule } from "../actors/rules.js";
-import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
-import type { WindowResult } from "../actors/window-result.js";
-import { WindowShard, type ShardState } from "../actors/window-shard.js";
-import { ActorSystem } from "../runtime/actor-system.js";
-import type { StateStore } from "../runtime/state-store.js";
-import { decodeMailbox } from "./mailbox-codec.js";
+import { HostedShard, type HostedShardSettings, type ShardDeps } from "./hosted-shard.js";
 
-export interface ShardHostSettings {
-  shards: number;
-  emitIntervalMs: number;
-  actorIdleMs: number;
-  /** How often the actors' state and the mailbox position are written together. */
-  checkpointIntervalMs: number;
-}
-
-/** Where results go. Resolves once the result is durably stored (JetStream acked it). */
-export type ResultSink = (result: WindowResult) => Promise<unknown>;
-
-const metaKey = "shardhost/meta";
-
-interface HostMeta {
-  /** The mailbox stream sequence the actors' checkpointed state reflects. */
-  position: number;
-  shards: [shard: number, ShardState][];
-}
-
-/**
- * The window actors of this node's shards, fed from the mailbox stream. Exactly once: every
- * `checkpointIntervalMs` it waits until the actors are idle and every result they emitted is
- * stored, then writes all changed actor state, the shards' watermarks and applied batches, and
- * the mailbox position, in one RocksDB batch. After a crash it resumes from that checkpoint and
- * replays the mailbox after it: the actors are deterministic in the mailbox order, so they emit
- * the same final and corrected results again, and the sinks keep one per (window, revision).
- */
+/** The shards this node owns right now, each a `HostedShard` at its ownership epoch. */
 export class ShardHost {
-  readonly actors: ActorSystem<WindowMessage>;
-  readonly shards = new Map<number, WindowShard>();
-  private position = 0;
-  private lastCheckpointAt = 0;
-  private outbox = new Set<Promise<unknown>>();
-  private outboxFailure?: unknown;
-  private unacked?: JsMsg;
-  checkpoints = 0;
+  readonly shards = new Map<number, HostedShard>();
 
   constructor(
-    private readonly store: StateStore,
-    private readonly ruleOf: (metric: string) => MetricRule | undefined,
-    private readonly sink: ResultSink,
-    private readonly settings: ShardHostSettings,
-  ) {
-    this.actors = new ActorSystem(
-      windowActorKind({
-        rule: (metric) => this.rule(metric),
-        emit: (result) => this.emit(result),
-        emitIntervalMs: settings.emitIntervalMs,
-        now: Date.now,
-      }),
-      store,
-      { idleMs: settings.actorIdleMs },
-    );
+    private readonly deps: ShardDeps,
+    private readonly settings: HostedShardSettings,
+  ) {}
+
+  async start(id: number, epoch: number): Promise<void> {
+    const shard = new HostedShard(id, epoch, this.deps, this.settings);
+    this.shards.set(id, shard);
+    await shard.start();
   }
 
+  async stop(id: number): Promise<void> {
+    const shard = this.shards.get(id);
+    this.shards.delete(id);
+    await shard?.stop();
+  }
+
+  async abandon(id: number): Promise<void> {
+    const shard = this.shards.get(id);
+    this.shards.delete(id);
+    await shard?.abandon();
+  }
+
+  /** The least watermark of the shards hosted here (+Infinity when none). */
   get watermark(): number {
     let wm = Infinity;
     for (const shard of this.shards.values()) wm = Math.min(wm, shard.watermark);
     return wm;
   }
 
-  /** Rebuild from the last checkpoint; returns the mailbox sequence to resume at. */
-  async recover(): Promise<number> {
-    this.actors.reset();
-    this.outbox = new Set();
-    this.outboxFailure = undefined;
-    this.unacked = undefined;
-    this.shards.clear();
-    const timing = (metric: string) => this.rule(metric) ?? { latenessMs: 0, horizonMs: 0 };
-    for (let id = 0; id < this.settings.shards; id++) this.shards.set(id, new WindowShard(id, this.actors, timing));
-    const stored = await this.store.get(metaKey);
-    const meta: HostMeta = stored ? JSON.parse(Buffer.from(stored).toString()) : { position: 0, shards: [] };
-    for (const [id, state] of meta.shards) this.shards.get(id)?.restore(state);
-    // Event-time timers are not stored: every window in the checkpoint gets its timers back.
-    for await (const [key, bytes] of this.actors.storedStates()) {
-      const { metric, end, open } = storedWindowTimes(bytes);
-      this.shards.get(shardOf(key, this.settings.shards))!.schedule(key, metric, end, open);
-    }
-    this.position = meta.position;
-    this.lastCheckpointAt = Date.now();
-    return meta.position + 1;
+  get activeWindows(): number {
+    let n = 0;
+    for (const shard of this.shards.values()) n += shard.actors.activeCount;
+    return n;
   }
 
-  async deliver(batch: JsMsg[]): Promise<void> {
-    for (const m of batch) {
-      if (m.seq <= this.position) continue;
-      const shard = this.shards.get(Number(m.subject.slice(m.subject.lastIndexOf(".") + 1)));
-      if (shard) {
-        const message = decodeMailbox(m.data);
-        if (message.type === "partials") shard.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
-        else for (const [partition, mark] of message.marks) shard.mark(partition, mark);
-      }
-      this.position = m.seq;
-      this.unacked = m;
-    }
-    if (this.outboxFailure) throw this.outboxFailure;
-    if (Date.now() - this.lastCheckpointAt >= this.settings.checkpointIntervalMs) await this.checkpoint();
+  get checkpoints(): number {
+    let n = 0;
+    for (const shard of this.shards.values()) n += shard.checkpoints;
+    return n;
   }
 
-  /** Actors idle, results stored, then state + position in one write, then ack. */
-  async checkpoint(): Promise<void> {
-    await this.actors.idle();
-    while (this.outbox.size > 0) await Promise.all([...this.outbox]);
-    if (this.outboxFailure) throw this.outboxFailure;
-    const meta: HostMeta = { position: this.position, shards: [...this.shards].map(([id, s]) => [id, s.save()]) };
-    await this.actors.checkpoint([[metaKey, Buffer.from(JSON.stringify(meta))]]);
-    this.lastCheckpointAt = Date.now();
-    this.checkpoints++;
-    this.unacked?.ack();
-    this.unacked = undefined;
-  }
-
-  private rule(metric: string): MetricRule | undefined {
-    return this.ruleOf(metric);
-  }
-
-  private emit(result: WindowResult): void {
-    const stored = this.sink(result).catch((e) => {
-      this.outboxFailure ??= e;
-    });
-    this.outbox.add(stored);
-    void stored.finally(() => this.outbox.delete(stored));
+  /** Checkpoint every hosted shard now (tests, benchmarks). */
+  async checkpointAll(): Promise<void> {
+    await Promise.all([...this.shards.values()].map((s) => s.checkpoint()));
   }
 }

@@ -10,16 +10,21 @@ import type { WindowResult } from "../actors/window-result.js";
 import { RocksStateStore } from "../runtime/state-store.js";
 import { auditRule } from "./audit.js";
 import { encodeMailbox } from "./mailbox-codec.js";
-import { PartitionIngest, type IngestCounters } from "./partition-ingest.js";
+import type { IngestCounters } from "./partition-ingest.js";
 import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
 import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
 import { RouterLog } from "./router-log.js";
+import { PlacementController, type UnitHost } from "../cluster/controller.js";
 import { Membership } from "../cluster/membership.js";
+import { OwnershipTable } from "../cluster/ownership.js";
+import { PartitionHost } from "./partition-host.js";
 import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
+import { ShardStateLog } from "./shard-state-log.js";
 import { fileStrays } from "./stray-events.js";
 import { ensureStreams, streams, subjects } from "./streams.js";
 import { SupervisedConsumer } from "./supervised-consumer.js";
+import { units, unitOf } from "./units.js";
 
 export interface NodeOptions {
   natsUrl: string;
@@ -47,6 +52,16 @@ export interface NodeOptions {
   retention?: RetentionPolicy;
   /** How long raw events stay in the events stream (backfills reach this far back). */
   eventRetentionMs?: number;
+  /** Stream and KV replicas: 3 on a 3-server NATS cluster. */
+  replicas?: number;
+  /** How often a node compares what it owns with what placement says (README, "Operating a cluster"). */
+  rebalanceIntervalMs?: number;
+  /** At most this many shards or partitions handed to another node per rebalance round. */
+  maxMovesPerRound?: number;
+  /** A node whose heartbeat is this old is dead: its shards and partitions are taken over. */
+  heartbeatTtlMs?: number;
+  /** A shard's state log is compacted into a snapshot once its changes since the last reach this size. */
+  compactAfterBytes?: number;
 }
 
 export const nodeDefaults = {
@@ -63,6 +78,11 @@ export const nodeDefaults = {
   retention: defaultRetention,
   eventRetentionMs: 7 * 86_400_000,
   retentionSweepMs: 10 * 60_000,
+  replicas: 1,
+  rebalanceIntervalMs: 1_000,
+  maxMovesPerRound: 4,
+  heartbeatTtlMs: 5_000,
+  compactAfterBytes: 64 * 1024 * 1024,
 };
 
 type ResultListener = (result: WindowResult) => void;
@@ -85,7 +105,9 @@ export class TallyNode {
   private readonly known = new Map<string, MetricRule>([[auditRule.name, auditRule]]);
   private rulesStore!: RulesStore;
   private membership?: Membership;
-  private jsm!: Awaited<ReturnType<typeof ensureStreams>>;
+  private controller?: PlacementController;
+  private leaving = false;
+  private jsm!: JetStreamManager;
   /** Where this node's HTTP API answers, for `tally status`. */
   private httpUrl?: string;
   private readonly startedAt = Date.now();
@@ -93,12 +115,11 @@ export class TallyNode {
   private nc!: NatsConnection;
   private js!: JetStreamClient;
   private store!: RocksStateStore;
-  private host!: ShardHost;
+  private shardHost!: ShardHost;
+  private partitionHost!: PartitionHost;
   private results!: ResultsStore;
-  private readonly ingests: PartitionIngest[] = [];
-  private readonly routers: SupervisedConsumer[] = [];
-  private shardConsumer?: SupervisedConsumer;
   private readonly tracked: SupervisedConsumer[] = [];
+  private strays?: SupervisedConsumer;
   private readonly listeners = new Set<ResultListener>();
   private watermarkTimer?: NodeJS.Timeout;
   private retentionTimer?: NodeJS.Timeout;
@@ -121,19 +142,20 @@ export class TallyNode {
 
   async start(): Promise<void> {
     const s = this.settings;
+    const log = (message: string) => console.error(`tally ${this.id}: ${message}`);
     this.nc = await connect({ servers: this.options.natsUrl, name: `tally-${this.id}`, maxReconnectAttempts: -1 });
     this.js = jetstream(this.nc);
-    const jsm = await ensureStreams(this.nc, {
+    const jsm = (this.jsm = await ensureStreams(this.nc, {
       eventRetentionMs: s.eventRetentionMs,
       dedupWindowMs: 2 * 60_000,
       dedupHorizonMs: s.dedupHorizonMs,
-      replicas: 1,
-    });
+      replicas: s.replicas,
+    }));
+    await ShardStateLog.ensureStream(jsm, s.replicas);
     this.store = await RocksStateStore.open(join(this.options.dataDir, "rocksdb"));
     this.results = new ResultsStore(this.store);
-    this.host = new ShardHost(this.store, (metric) => this.known.get(metric), (result) => this.publishResult(result), s);
     const router = new Router([], s.shards);
-    this.rulesStore = await RulesStore.open(this.nc);
+    this.rulesStore = await RulesStore.open(this.nc, s.replicas);
     await this.rulesStore.seed(this.options.rules);
     this.stopWatchingRules = await this.rulesStore.watch(
       (rules) => {
@@ -141,66 +163,58 @@ export class TallyNode {
         for (const rule of rules) this.known.set(rule.name, rule);
         router.setRules(rules);
       },
-      (name, e) => console.error(`tally ${this.id}: rule "${name}" in the rules bucket is invalid and ignored: ${e.message}`),
+      (name, e) => log(`rule "${name}" in the rules bucket is invalid and ignored: ${e.message}`),
     );
-    const log = new RouterLog(this.js, jsm);
-    const logError = (message: string) => console.error(`tally ${this.id}: ${message}`);
 
     // Results first, so nothing emitted below is missed by this node's view.
-    await this.startTracked(jsm, `results-${this.id}`, streams.results, "results.>", (batch) => this.storeResults(batch));
+    await this.startTracked(`results-${this.id}`, streams.results, "results.>", (batch) => this.storeResults(batch));
 
-    this.shardConsumer = new SupervisedConsumer(this.js, jsm, {
-      name: "shards",
-      stream: streams.mailbox,
-      filter: "tally.mailbox.>",
-      maxBatch: s.maxBatch,
-      maxAckPending: 200_000,
-      recover: () => this.host.recover(),
-      handle: (batch) => this.host.deliver(batch),
-      log: logError,
-    });
-    await this.shardConsumer.start();
+    this.shardHost = new ShardHost(
+      {
+        js: this.js,
+        jsm,
+        store: this.store,
+        stateLog: new ShardStateLog(this.js, jsm),
+        ruleOf: (metric) => this.known.get(metric),
+        sink: (result) => this.publishResult(result),
+        onFenced: (shard) => this.controller?.fenced(units.shard(shard)),
+        log,
+      },
+      s,
+    );
+    this.partitionHost = new PartitionHost(this.js, jsm, new RouterLog(this.js, jsm), router, s, this.counters, log);
 
-    for (let p = 0; p < s.partitions; p++) {
-      const ingest = new PartitionIngest(p, this.js, log, router, s, this.counters);
-      this.ingests.push(ingest);
-      const supervised = new SupervisedConsumer(this.js, jsm, {
-        name: `router-${p}`,
-        stream: streams.events,
-        filter: subjects.events(p),
-        maxBatch: s.maxBatch,
-        maxAckPending: 20_000,
-        recover: () => ingest.recover(),
-        handle: (batch) => ingest.handle(batch),
-        log: logError,
-      });
-      this.routers.push(supervised);
-      await supervised.start();
-    }
-    await this.startTracked(jsm, "strays", streams.events, subjects.strays, async (batch) => {
-      this.counters.messages += batch.length;
-      this.counters.rejected += await fileStrays(this.js, batch);
-    });
-    this.jsm = jsm;
-    this.membership = await Membership.open(this.nc);
-    await this.membership.join(() => this.memberInfo(), 1_000, (e) => console.error(`tally ${this.id}: heartbeat: ${e.message}`));
+    this.membership = await Membership.open(this.nc, s.heartbeatTtlMs, s.replicas);
+    await this.membership.join(() => this.memberInfo(), 1_000, (e) => log(`heartbeat: ${e.message}`));
+    const ownership = await OwnershipTable.open(this.nc, { replicas: s.replicas });
+    this.controller = new PlacementController(
+      this.id,
+      units.all(s.shards, s.partitions),
+      this.unitHost(),
+      ownership,
+      async () => (await this.membership!.members()).map((m) => ({ id: m.id, leaving: m.leaving })),
+      { intervalMs: s.rebalanceIntervalMs, maxMovesPerRound: s.maxMovesPerRound, log },
+    );
+    await this.controller.start();
     this.watermarkTimer = setInterval(() => void this.sendWatermarks(), s.watermarkIntervalMs);
     this.retentionTimer = setInterval(() => void this.enforceRetention(), s.retentionSweepMs);
     await this.enforceRetention();
     this.ready = true;
   }
 
-  /** Graceful: routers stop, the window actors checkpoint, then the connection drains. */
+  /**
+   * Graceful: the node says it is leaving (placement stops giving it units), hands every shard
+   * and partition over (checkpoint, release), leaves the membership, then the connection drains.
+   */
   async stop(): Promise<void> {
     this.ready = false;
     clearInterval(this.watermarkTimer);
     clearInterval(this.retentionTimer);
     this.stopWatchingRules?.();
+    this.leaving = true;
+    await this.membership?.beatNow().catch(() => undefined);
+    await this.controller?.stop();
     await this.membership?.leave(this.id);
-    for (const router of this.routers) await router.stop();
-    await this.shardConsumer?.stop();
-    await this.host.checkpoint().catch((e) => console.error(`tally ${this.id}: final checkpoint failed: ${(e as Error).message}`));
-    this.host.actors.reset();
     for (const consumer of this.tracked.reverse()) await consumer.stop();
     await this.nc.drain();
     await this.store.close();
@@ -208,7 +222,7 @@ export class TallyNode {
 
   /** The node's event-time watermark: the least of its shards'. */
   get watermark(): number {
-    return this.host?.watermark ?? -Infinity;
+    return this.shardHost?.watermark ?? -Infinity;
   }
 
   /** Tells the cluster where this node's HTTP API answers, at once (whoever serves it calls this). */
@@ -237,34 +251,108 @@ export class TallyNode {
     await this.nc.flush();
   }
 
+  /** Checkpoint every shard hosted here now (tests and benchmarks). */
+  checkpoint(): Promise<void> {
+    return this.shardHost.checkpointAll();
+  }
+
   status() {
+    const now = Date.now();
     return {
       node: this.id,
       ready: this.ready,
       watermark: finiteOrNull(this.watermark),
-      activeWindows: this.host?.actors.activeCount ?? 0,
-      checkpoints: this.host?.checkpoints ?? 0,
+      activeWindows: this.shardHost?.activeWindows ?? 0,
+      checkpoints: this.shardHost?.checkpoints ?? 0,
+      moves: this.controller?.moves ?? 0,
       counters: this.counters,
-      partitions: this.ingests.map((i) => ({ partition: i.partition, ...i.mark(Date.now()) })),
-      shards: [...(this.host?.shards.values() ?? [])].map((s) => ({ shard: s.id, watermark: finiteOrNull(s.watermark), pendingTimers: s.pendingTimers })),
+      partitions: (this.partitionHost?.marks(now) ?? []).map(([partition, mark]) => ({ partition, ...mark })),
+      shards: [...(this.shardHost?.shards.values() ?? [])].map((s) => ({
+        shard: s.id,
+        epoch: s.epoch,
+        watermark: finiteOrNull(s.watermark),
+        pendingTimers: s.pendingTimers,
+      })),
+    };
+  }
+
+  /** Starts and stops the units placement gives this node. */
+  private unitHost(): UnitHost {
+    const on = (unit: string, shard: (id: number) => Promise<void>, partition: (id: number) => Promise<void>, strays: () => Promise<void>) => {
+      const u = unitOf(unit);
+      return u.kind === "shard" ? shard(u.id) : u.kind === "partition" ? partition(u.id) : strays();
+    };
+    return {
+      start: (unit, epoch) =>
+        on(
+          unit,
+          (id) => this.shardHost.start(id, epoch),
+          (id) => this.partitionHost.start(id),
+          () => this.startStrays(),
+        ),
+      stop: (unit) =>
+        on(
+          unit,
+          (id) => this.shardHost.stop(id),
+          (id) => this.partitionHost.stop(id),
+          async () => this.strays?.stop(),
+        ),
+      abandon: (unit) =>
+        on(
+          unit,
+          (id) => this.shardHost.abandon(id),
+          (id) => this.partitionHost.stop(id),
+          async () => this.strays?.stop(),
+        ),
     };
   }
 
   /** This node's heartbeat: what it owns, its watermark, and how far behind its consumers are. */
   private async memberInfo() {
     const pending = async (stream: string, consumer: string) => (await this.jsm.consumers.info(stream, consumer).catch(() => undefined))?.num_pending ?? 0;
-    const partitions: Record<string, number> = {};
-    for (const ingest of this.ingests) partitions[ingest.partition] = await pending(streams.events, `router-${ingest.partition}`);
+    const ownedPartitions = [...(this.partitionHost?.partitions.keys() ?? [])].sort((a, b) => a - b);
+    const ownedShards = [...(this.shardHost?.shards.values() ?? [])].sort((a, b) => a.id - b.id);
+    const [partitionLag, shardLag] = await Promise.all([
+      Promise.all(ownedPartitions.map((p) => pending(streams.events, `router-${p}`))),
+      Promise.all(ownedShards.map((s) => pending(streams.mailbox, s.consumerName))),
+    ]);
+    const partitions = Object.fromEntries(ownedPartitions.map((p, i) => [p, partitionLag[i]!]));
+    const shards = Object.fromEntries(ownedShards.map((s, i) => [s.id, shardLag[i]!]));
+    const mailbox = shardLag.reduce((a, b) => a + b, 0);
     return {
       id: this.id,
       http: this.httpUrl,
+      leaving: this.leaving || undefined,
       startedAt: this.startedAt,
       heartbeatAt: Date.now(),
-      partitions: this.ingests.map((i) => i.partition),
-      shards: [...this.host.shards.keys()],
+      partitions: ownedPartitions,
+      shards: ownedShards.map((s) => s.id),
       watermark: finiteOrNull(this.watermark),
-      lag: { partitions, mailbox: await pending(streams.mailbox, "shards") },
+      lag: { partitions, shards, mailbox },
     };
+  }
+
+  /**
+   * Stray telemetry (subjects the partition mapping did not take) goes to the DLQ. One node files
+   * it; the consumer's ack floor is where the next owner resumes (filing is idempotent).
+   */
+  private async startStrays(): Promise<void> {
+    const name = "strays";
+    this.strays = new SupervisedConsumer(this.js, this.jsm, {
+      name,
+      stream: streams.events,
+      filter: subjects.strays,
+      maxBatch: this.settings.maxBatch,
+      maxAckPending: 20_000,
+      recover: async () => ((await this.jsm.consumers.info(streams.events, name).catch(() => undefined))?.ack_floor.stream_seq ?? 0) + 1,
+      handle: async (batch) => {
+        this.counters.messages += batch.length;
+        this.counters.rejected += await fileStrays(this.js, batch);
+        batch[batch.length - 1]!.ack();
+      },
+      log: (message) => console.error(`tally ${this.id}: ${message}`),
+    });
+    await this.strays.start();
   }
 
   /** Deletes aggregates older than their window size's retention from this node's results store. */
@@ -278,9 +366,9 @@ export class TallyNode {
    * A consumer whose work is idempotent (the results view, DLQ filing) still must not skip a
    * message: it resumes from the last sequence it finished, kept in RocksDB, and recovers on a gap.
    */
-  private async startTracked(jsm: JetStreamManager, name: string, stream: string, filter: string, handle: (batch: JsMsg[]) => Promise<void>) {
+  private async startTracked(name: string, stream: string, filter: string, handle: (batch: JsMsg[]) => Promise<void>) {
     const key = `position/${name}`;
-    const consumer = new SupervisedConsumer(this.js, jsm, {
+    const consumer = new SupervisedConsumer(this.js, this.jsm, {
       name,
       stream,
       filter,
@@ -299,11 +387,13 @@ export class TallyNode {
     await consumer.start();
   }
 
+  /** Every shard hears where this node's partitions stand, wherever the shard is hosted. */
   private async sendWatermarks(): Promise<void> {
-    const now = Date.now();
-    const body = encodeMailbox({ type: "marks", marks: this.ingests.map((i) => [i.partition, i.mark(now)]) });
+    const marks = this.partitionHost.marks(Date.now());
+    if (marks.length === 0) return;
+    const body = encodeMailbox({ type: "marks", marks });
     try {
-      await Promise.all([...this.host.shards.keys()].map((shard) => this.js.publish(subjects.mailbox(shard), body)));
+      await Promise.all(Array.from({ length: this.settings.shards }, (_, shard) => this.js.publish(subjects.mailbox(shard), body)));
     } catch (e) {
       if (this.ready) console.error("watermarks:", (e as Error).message);
     }

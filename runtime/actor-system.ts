@@ -6,6 +6,14 @@ export interface ActorSystemOptions {
   idleMs?: number;
   /** Where a failing `receive` is reported; the actor stays alive and takes its next message. */
   onError?: (key: string, error: unknown) => void;
+  /** Where this system's actors live in the store (default `actor/<kind>/`): one system per shard keeps shards apart. */
+  prefix?: string;
+}
+
+/** One checkpoint's writes, as they go to the store (full store keys). */
+export interface CheckpointChanges {
+  puts: [string, Uint8Array][];
+  deletes: string[];
 }
 
 interface Activation<M> {
@@ -46,7 +54,7 @@ export class ActorSystem<M> {
   ) {
     this.idleMs = options.idleMs ?? 60_000;
     this.onError = options.onError ?? ((key, e) => console.error(`actor ${kind.name}/${key} failed:`, e));
-    this.prefix = `actor/${kind.name}/`;
+    this.prefix = options.prefix ?? `actor/${kind.name}/`;
   }
 
   /** Queue `message` for the actor `key`, activating it if needed. Never blocks. */
@@ -69,9 +77,15 @@ export class ActorSystem<M> {
 
   /**
    * Persist every actor changed since the last checkpoint (active or passivated), together with
-   * `extra` entries, in one atomic write. Waits for queued messages first.
+   * `extra` entries, in one atomic write. Waits for queued messages first. `replicate` sees the
+   * same changes before the store does (to copy them elsewhere) and may add entries of its own
+   * to the write (say, where the copy stands); if it fails, nothing is written.
    */
-  async checkpoint(extra: [string, Uint8Array][] = [], deletes: string[] = []): Promise<void> {
+  async checkpoint(
+    extra: [string, Uint8Array][] = [],
+    deletes: string[] = [],
+    replicate?: (changes: CheckpointChanges) => Promise<[string, Uint8Array][] | void>,
+  ): Promise<void> {
     await this.idle();
     const puts: [string, Uint8Array][] = [...extra];
     const removed = [...deletes];
@@ -92,6 +106,8 @@ export class ActorSystem<M> {
       collected.push(activation);
     }
     try {
+      const added = await replicate?.({ puts, deletes: removed });
+      if (added) puts.push(...added);
       await this.store.write(puts, removed);
     } catch (e) {
       for (const [key, state] of saved) if (!this.unsaved.has(key)) this.unsaved.set(key, state);

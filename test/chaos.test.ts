@@ -2,13 +2,13 @@ import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { TelemetryEvent } from "../actors/event.js";
 import { streams } from "../node/streams.js";
-import { expectedWindows, prng, type ExpectedRule, type ExpectedWindow } from "./expected.js";
+import { converge, countBy, fetchAudit, readStream, ReliablePublisher, revisionConflicts, type WantedValues } from "./exactness.js";
+import { expectedWindows, prng, type ExpectedRule } from "./expected.js";
 import { tempDir } from "./harness.js";
-import { httpRequest, NatsProcess, NodeProcess } from "./processes.js";
+import { NatsProcess, NodeProcess } from "./processes.js";
 
 /**
  * The promise users buy Tally for: a fleet's events with duplicates, reordering, late events
@@ -77,31 +77,6 @@ after(async () => {
   dir?.remove();
 });
 
-/**
- * Publishes as a careful client does: a JetStream publish, retried until the stream acks it. A
- * fire-and-forget core publish that reaches a server whose JetStream is still starting is dropped
- * by the server itself; no consumer can get it back. Each publish has its own message id, so a
- * retry is stored once, while the deliberate duplicates (same event id, new publish) still reach
- * Tally's own de-duplication.
- */
-const inFlight = new Set<Promise<void>>();
-let publishes = 0;
-function reliably(subject: string, payload: string) {
-  const msgID = `chaos-${publishes++}`;
-  const attempt = async (): Promise<void> => {
-    for (;;) {
-      try {
-        await jetstream(nc).publish(subject, payload, { msgID, timeout: 2_000 });
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-  };
-  const p = attempt().finally(() => inFlight.delete(p));
-  inFlight.add(p);
-}
-
 interface Sent {
   /** Every valid event published, duplicates included. */
   valid: TelemetryEvent[];
@@ -115,6 +90,8 @@ interface Sent {
 test("kill -9 twice and a NATS restart under late, duplicated, reordered load: every window exact", async () => {
   const random = prng(2026);
   const sent: Sent = { valid: [], tooLate: [], invalid: 0, accepted: 0 };
+  const publisher = new ReliablePublisher(nc, "chaos");
+  const reliably = (subject: string, payload: string) => publisher.publish(subject, payload);
   const publish = (e: TelemetryEvent) => {
     reliably(`telemetry.${e.source}.${e.kind}`, JSON.stringify({ id: e.id, ts: e.ts, tags: e.tags, values: e.values }));
     sent.accepted++;
@@ -181,7 +158,7 @@ test("kill -9 twice and a NATS restart under late, duplicated, reordered load: e
     await new Promise((r) => setTimeout(r, tickMs));
   }
   await Promise.all(pendingChaos);
-  await Promise.all(inFlight);
+  await publisher.settled();
   assert.equal(node.exited, false, "the node is running again after the last kill");
 
   const expected = expectedWindows(rules, sent.valid);
@@ -189,23 +166,14 @@ test("kill -9 twice and a NATS restart under late, duplicated, reordered load: e
   assert.ok(duplicates / sent.accepted >= 0.1, `at least 10% duplicates (${duplicates} of ${sent.accepted})`);
 
   // Converges: every expected window final or corrected with exactly the expected values.
-  const from = start - 120_000;
-  const to = Date.now() + 60_000;
-  const deadline = Date.now() + 60_000;
-  let got = new Map<string, Point>();
-  for (;;) {
-    got = await fetchAll(from, to);
-    if (sameWindows(got, expected)) break;
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  const diffs = describeDiff(got, expected);
-  const dlq = await readStream(streams.dlq);
-  const reasons = countBy(dlq.map((m) => m.headers));
+  const range = { from: start - 120_000, to: Date.now() + 60_000 };
+  const diffs = await converge(node.url, rules, expected, wanted, range);
+  const dlq = await readStream(nc, streams.dlq);
+  const reasons = countBy(dlq.map((m) => m.reason));
   assert.deepEqual(
     diffs,
     [],
-    `windows differ from the batch computation:\n${diffs.slice(0, 20).join("\n")}\nDLQ: ${JSON.stringify([...reasons])} (sent ${sent.tooLate.length} too late, ${sent.invalid} invalid)\naudit: ${JSON.stringify(await fetchAudit(from, to))} accepted ${sent.accepted}\n--- node log ---\n${node.log()}`,
+    `windows differ from the batch computation:\n${diffs.slice(0, 20).join("\n")}\nDLQ: ${JSON.stringify([...reasons])} (sent ${sent.tooLate.length} too late, ${sent.invalid} invalid)\naudit: ${JSON.stringify(await fetchAudit(node.url, range.from, range.to))} accepted ${sent.accepted}\n--- node log ---\n${node.log()}`,
   );
 
   // Past the horizon: in the DLQ as too_late, each exactly once; bad JSON too.
@@ -213,91 +181,15 @@ test("kill -9 twice and a NATS restart under late, duplicated, reordered load: e
   assert.equal(reasons.get("invalid_json") ?? 0, sent.invalid);
 
   // Result sinks: one content per (window, revision), however often it was re-emitted.
-  const results = await readStream(streams.results);
-  const byRevision = new Map<string, string>();
-  for (const r of results) {
-    const result = JSON.parse(r.body) as { key: string; status: string; revision: number; values: unknown; eventCount: number };
-    if (result.status === "provisional") continue;
-    const id = `${result.key}#${result.revision}`;
-    const content = JSON.stringify([result.values, result.eventCount]);
-    assert.equal(byRevision.get(id) ?? content, content, `conflicting contents for ${id}`);
-    byRevision.set(id, content);
-  }
+  assert.deepEqual(revisionConflicts(await readStream(nc, streams.results)), []);
 
   // The audit reconciles: accepted = aggregated + unmatched + duplicates + dlq, over all minutes.
-  const audit = await fetchAudit(from, to);
+  const audit = await fetchAudit(node.url, range.from, range.to);
   assert.equal(audit.accepted, sent.accepted, `audit ${JSON.stringify(audit)}`);
   assert.equal(audit.accepted, audit.aggregated + audit.unmatched + audit.duplicates + audit.dlq);
   assert.equal(audit.dlq, sent.tooLate.length + sent.invalid);
   assert.equal(audit.duplicates, duplicates);
 });
 
-interface Point {
-  start: number;
-  dims: Record<string, string>;
-  status: string;
-  values: Record<string, number | null>;
-}
-
-async function fetchAll(from: number, to: number): Promise<Map<string, Point>> {
-  const out = new Map<string, Point>();
-  for (const rule of rules) {
-    for (const w of rule.windows) {
-      const res = await httpRequest(`${node.url}/v1/metrics/${rule.name}?window=${encodeURIComponent(w.id)}&from=${from}&to=${to}`).catch(() => undefined);
-      if (!res || res.status !== 200) return out;
-      for (const p of (JSON.parse(res.body) as { points: Point[] }).points) out.set(`${rule.name}|${w.id}|${p.start}|${JSON.stringify(p.dims)}`, p);
-    }
-  }
-  return out;
-}
-
-function sameWindows(got: Map<string, Point>, expected: Map<string, ExpectedWindow>): boolean {
-  return describeDiff(got, expected).length === 0;
-}
-
-function describeDiff(got: Map<string, Point>, expected: Map<string, ExpectedWindow>): string[] {
-  const diffs: string[] = [];
-  for (const [key, want] of expected) {
-    const p = got.get(key);
-    if (!p) {
-      diffs.push(`${key}: missing (want count ${want.count})`);
-      continue;
-    }
-    if (p.status === "provisional") diffs.push(`${key}: still provisional`);
-    const wantValues: Record<string, number> = key.startsWith("temp|")
-      ? { count: want.count, sum: want.sum, min: want.min, max: want.max, avg: want.sum / want.count }
-      : { count: want.count };
-    if (JSON.stringify(p.values) !== JSON.stringify(wantValues)) diffs.push(`${key}: got ${JSON.stringify(p.values)} want ${JSON.stringify(wantValues)}`);
-  }
-  for (const key of got.keys()) if (!expected.has(key)) diffs.push(`${key}: unexpected window`);
-  return diffs;
-}
-
-async function fetchAudit(from: number, to: number): Promise<Record<string, number>> {
-  const res = await httpRequest(`${node.url}/v1/metrics/_audit?window=1m&from=${from}&to=${to}`);
-  const totals: Record<string, number> = { accepted: 0, aggregated: 0, unmatched: 0, duplicates: 0, dlq: 0 };
-  for (const p of (JSON.parse(res.body) as { points: Point[] }).points) totals[p.dims.counter!]! += p.values.count ?? 0;
-  return totals;
-}
-
-async function readStream(stream: string): Promise<{ headers: string; body: string }[]> {
-  const js = jetstream(nc);
-  const jsm = await js.jetstreamManager();
-  const total = (await jsm.streams.info(stream)).state.last_seq;
-  const out: { headers: string; body: string }[] = [];
-  if (total === 0) return out;
-  const consumer = await js.consumers.get(stream, { deliver_policy: DeliverPolicy.All });
-  const messages = await consumer.consume();
-  for await (const m of messages) {
-    out.push({ headers: m.headers?.get("Tally-Reason") ?? "", body: m.string() });
-    if (m.seq >= total) break;
-  }
-  messages.stop();
-  return out;
-}
-
-function countBy(items: string[]): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const item of items) counts.set(item, (counts.get(item) ?? 0) + 1);
-  return counts;
-}
+const wanted: WantedValues = (key, want): Record<string, number> =>
+  key.startsWith("temp|") ? { count: want.count, sum: want.sum, min: want.min, max: want.max, avg: want.sum / want.count } : { count: want.count };

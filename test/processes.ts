@@ -225,7 +225,8 @@ export class NodeProcess {
       }
       try {
         const res = await httpRequest(`${this.url}/healthz`, { timeoutMs: 1_000 });
-        if (res.status === 200 && !hasExited(child)) return;
+        // Ready once it answers and has printed its "ready" line (with its id).
+        if (res.status === 200 && this.readyId && !hasExited(child)) return;
       } catch {
         // not listening yet
       }

@@ -1,0 +1,237 @@
+import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { MetricRule } from "../actors/rules.js";
+import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
+import type { WindowResult } from "../actors/window-result.js";
+import { WindowShard, type ShardState } from "../actors/window-shard.js";
+import { ActorSystem } from "../runtime/actor-system.js";
+import type { StateStore } from "../runtime/state-store.js";
+import { decodeMailbox } from "./mailbox-codec.js";
+import { FencedError, type ShardStateLog, type ShardStateWriter } from "./shard-state-log.js";
+import { streams, subjects } from "./streams.js";
+import { SupervisedConsumer } from "./supervised-consumer.js";
+
+export interface HostedShardSettings {
+  emitIntervalMs: number;
+  actorIdleMs: number;
+  /** How often the actors' state and the mailbox position are written together. */
+  checkpointIntervalMs: number;
+  maxBatch: number;
+  /** Compact the shard's state log once it holds this many bytes of changes since its last snapshot. */
+  compactAfterBytes: number;
+}
+
+/** Where a shard's results go. Resolves once the result is durably stored (JetStream acked it). */
+export type ResultSink = (result: WindowResult) => Promise<unknown>;
+
+export interface ShardDeps {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  store: StateStore;
+  stateLog: ShardStateLog;
+  ruleOf(metric: string): MetricRule | undefined;
+  sink: ResultSink;
+  /** This node lost the shard to a newer owner (its state log was fenced): stop hosting it. */
+  onFenced(shard: number): void;
+  log(message: string): void;
+}
+
+interface ShardMeta {
+  /** The mailbox stream sequence the checkpointed actors reflect. */
+  position: number;
+  shard: ShardState;
+}
+
+/**
+ * One shard of window actors, hosted here for one ownership epoch. Exactly once: every
+ * `checkpointIntervalMs` it waits until its actors are idle and every result they emitted is
+ * stored, then writes the changed actor state, the shard's watermark and applied batches, and
+ * the mailbox position: first to the shard's state log in JetStream (what another node needs to
+ * take the shard over; the write fails once a newer owner has fenced the log), then to the local
+ * RocksDB in one batch, then it acks. After a crash it resumes from that checkpoint (local, or
+ * from the log when the local copy is not the latest) and replays the mailbox after it: the
+ * actors are deterministic in mailbox order, so they emit the same final and corrected results
+ * again, and the sinks keep one per (window, revision).
+ */
+export class HostedShard {
+  readonly actors: ActorSystem<WindowMessage>;
+  private window!: WindowShard;
+  private writer?: ShardStateWriter;
+  private consumer?: SupervisedConsumer;
+  private position = 0;
+  private lastCheckpointAt = 0;
+  private outbox = new Set<Promise<unknown>>();
+  private outboxFailure?: unknown;
+  private unacked?: JsMsg;
+  checkpoints = 0;
+
+  constructor(
+    readonly id: number,
+    readonly epoch: number,
+    private readonly deps: ShardDeps,
+    private readonly settings: HostedShardSettings,
+  ) {
+    this.actors = new ActorSystem(
+      windowActorKind({
+        rule: (metric) => deps.ruleOf(metric),
+        emit: (result) => this.emit(result),
+        emitIntervalMs: settings.emitIntervalMs,
+        now: Date.now,
+      }),
+      deps.store,
+      { idleMs: settings.actorIdleMs, prefix: `shard/${id}/actor/` },
+    );
+    this.window = this.newWindowShard();
+  }
+
+  get watermark(): number {
+    return this.window.watermark;
+  }
+
+  get pendingTimers(): number {
+    return this.window.pendingTimers;
+  }
+
+  /** Consumer name of this shard's mailbox: one per shard, whoever hosts it. */
+  get consumerName(): string {
+    return `shard-${this.id}`;
+  }
+
+  async start(): Promise<void> {
+    this.consumer = new SupervisedConsumer(this.deps.js, this.deps.jsm, {
+      name: this.consumerName,
+      stream: streams.mailbox,
+      filter: subjects.mailbox(this.id),
+      maxBatch: this.settings.maxBatch,
+      maxAckPending: 100_000,
+      recover: () => this.recover(),
+      handle: (batch) => this.deliver(batch),
+      log: this.deps.log,
+    });
+    await this.consumer.start();
+  }
+
+  /** Graceful: no more mailbox, a last checkpoint, then the actors go. */
+  async stop(): Promise<void> {
+    await this.consumer?.stop();
+    try {
+      await this.checkpoint();
+    } finally {
+      this.actors.reset();
+    }
+  }
+
+  /** Lost to a newer owner: drop everything not checkpointed, write nothing more. */
+  async abandon(): Promise<void> {
+    await this.consumer?.stop();
+    this.actors.reset();
+  }
+
+  /** Rebuild from the last checkpoint; returns the mailbox sequence to resume at. */
+  private async recover(): Promise<number> {
+    this.actors.reset();
+    this.outbox = new Set();
+    this.outboxFailure = undefined;
+    this.unacked = undefined;
+    this.window = this.newWindowShard();
+    // Opening the log fences every older owner's writer; a newer owner's fence makes this fail.
+    this.writer = await this.deps.stateLog.open(this.id, this.epoch);
+    const latest = await this.deps.stateLog.lastCheckpointId(this.id);
+    if ((await this.localCheckpoint()).checkpointId !== latest) await this.restoreFromLog();
+    const meta = (await this.localCheckpoint()).local;
+    if (meta) this.window.restore(meta.shard);
+    // Event-time timers are not stored: every window in the checkpoint gets its timers back.
+    for await (const [key, bytes] of this.actors.storedStates()) {
+      const { metric, end, open } = storedWindowTimes(bytes);
+      this.window.schedule(key, metric, end, open);
+    }
+    this.position = meta?.position ?? 0;
+    this.lastCheckpointAt = Date.now();
+    return this.position + 1;
+  }
+
+  private async deliver(batch: JsMsg[]): Promise<void> {
+    for (const m of batch) {
+      if (m.seq <= this.position) continue;
+      const message = decodeMailbox(m.data);
+      if (message.type === "partials") this.window.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
+      else for (const [partition, mark] of message.marks) this.window.mark(partition, mark);
+      this.position = m.seq;
+      this.unacked = m;
+    }
+    if (this.outboxFailure) throw this.outboxFailure;
+    if (Date.now() - this.lastCheckpointAt >= this.settings.checkpointIntervalMs) await this.checkpoint();
+  }
+
+  /** Actors idle, results stored, then state + position to the log and to RocksDB, then ack. */
+  async checkpoint(): Promise<void> {
+    if (!this.writer) return;
+    await this.actors.idle();
+    while (this.outbox.size > 0) await Promise.all([...this.outbox]);
+    if (this.outboxFailure) throw this.outboxFailure;
+    const meta = encode<ShardMeta>({ position: this.position, shard: this.window.save() });
+    const writer = this.writer;
+    try {
+      await this.actors.checkpoint([[this.metaKey, meta]], [], async ({ puts, deletes }) => {
+        const { checkpointId } = await writer.commit({ puts, deletes, meta });
+        return [[this.checkpointIdKey, encode(checkpointId)]];
+      });
+    } catch (e) {
+      if (e instanceof FencedError) this.deps.onFenced(this.id);
+      throw e;
+    }
+    this.lastCheckpointAt = Date.now();
+    this.checkpoints++;
+    this.unacked?.ack();
+    this.unacked = undefined;
+    if (writer.bytesSinceSnapshot >= this.settings.compactAfterBytes) await writer.compact(this.localEntries(), meta);
+  }
+
+  private get metaKey(): string {
+    return `shard/${this.id}/meta`;
+  }
+
+  private get checkpointIdKey(): string {
+    return `shard/${this.id}/checkpoint-id`;
+  }
+
+  private async localCheckpoint(): Promise<{ local?: ShardMeta; checkpointId: number }> {
+    const [meta, id] = await Promise.all([this.deps.store.get(this.metaKey), this.deps.store.get(this.checkpointIdKey)]);
+    return { local: meta ? decode<ShardMeta>(meta) : undefined, checkpointId: id ? decode<number>(id) : 0 };
+  }
+
+  /** This node's copy is not the latest checkpoint (another node had the shard): take the log's. */
+  private async restoreFromLog(): Promise<void> {
+    const { entries, meta, checkpointId } = await this.deps.stateLog.restore(this.id);
+    const prefix = `shard/${this.id}/`;
+    await this.deps.store.deleteRange(prefix, prefix + "\uffff");
+    const puts: [string, Uint8Array][] = [...entries];
+    if (meta) puts.push([this.metaKey, meta]);
+    puts.push([this.checkpointIdKey, encode(checkpointId)]);
+    await this.deps.store.write(puts);
+  }
+
+  /** Every stored entry of this shard: what a log snapshot holds. */
+  private async *localEntries(): AsyncIterable<[string, Uint8Array]> {
+    for await (const [key, value] of this.deps.store.scan(this.actors.prefix, this.actors.prefix + "\uffff")) yield [key, value];
+  }
+
+  private newWindowShard(): WindowShard {
+    return new WindowShard(this.id, this.actors, (metric) => this.deps.ruleOf(metric) ?? { latenessMs: 0, horizonMs: 0 });
+  }
+
+  private emit(result: WindowResult): void {
+    const stored = this.deps.sink({ ...result, shard: this.id, epoch: this.epoch }).catch((e) => {
+      this.outboxFailure ??= e;
+    });
+    this.outbox.add(stored);
+    void stored.finally(() => this.outbox.delete(stored));
+  }
+}
+
+function encode<T>(value: T): Uint8Array {
+  return Buffer.from(JSON.stringify(value));
+}
+
+function decode<T>(bytes: Uint8Array): T {
+  return JSON.parse(Buffer.from(bytes).toString()) as T;
+}
