@@ -36,7 +36,7 @@ export async function dlq(args: string[]): Promise<void> {
   });
   if (!values.nats) throw new UsageError("--nats URL is required");
   const limit = values.limit ? Number(values.limit) : action === "ls" ? 100 : Infinity;
-  const nc = await connect({ servers: values.nats, name: "tally-dlq" });
+  const nc = await connect({ servers: values.nats.split(","), name: "tally-dlq" });
   try {
     const letters = await read(nc, values.reason, Number(values["from-seq"] ?? 1), limit);
     if (action === "ls") return list(letters, values.json ?? false);

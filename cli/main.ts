@@ -87,7 +87,7 @@ async function up(args: string[]) {
   let sim: ReturnType<typeof runSimulator> | undefined;
   let simConnection: Awaited<ReturnType<typeof connect>> | undefined;
   if (!values["no-sim"]) {
-    simConnection = await connect({ servers: natsUrl, name: "tally-simulator" });
+    simConnection = await connect({ servers: natsUrl.split(","), name: "tally-simulator" });
     sim = runSimulator({ nc: simConnection, robots: values.robots ? Number(values.robots) : 1000 });
   }
   console.log(`Tally is up.
@@ -193,7 +193,7 @@ async function simulate(args: string[]) {
     options: { nats: { type: "string" }, robots: { type: "string" }, interval: { type: "string" }, batch: { type: "boolean" } },
   });
   if (!values.nats) throw new UsageError("--nats URL is required");
-  const nc = await connect({ servers: values.nats, name: "tally-simulator" });
+  const nc = await connect({ servers: values.nats.split(","), name: "tally-simulator" });
   const robots = values.robots ? Number(values.robots) : 1000;
   const sim = runSimulator({ nc, robots, intervalMs: values.interval ? Number(values.interval) : undefined, batch: values.batch });
   console.log(`simulating ${robots} robots on ${values.nats}; Ctrl-C stops`);

@@ -24,7 +24,7 @@ export async function rules(args: string[]): Promise<void> {
     options: { nats: { type: "string" }, backfill: { type: "string" } },
   });
   if (!values.nats) throw new UsageError(`--nats URL is required\n${usage}`);
-  const nc = await connect({ servers: values.nats, name: "tally-rules" });
+  const nc = await connect({ servers: values.nats.split(","), name: "tally-rules" });
   try {
     const store = await RulesStore.open(nc);
     if (action === "ls") {

@@ -7,7 +7,7 @@ import { UsageError } from "./args.js";
 export async function status(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { nats: { type: "string" }, json: { type: "boolean" } } });
   if (!values.nats) throw new UsageError("--nats URL is required");
-  const nc = await connect({ servers: values.nats, name: "tally-status" });
+  const nc = await connect({ servers: values.nats.split(","), name: "tally-status" });
   try {
     const members = await (await Membership.open(nc)).members();
     if (values.json) {

@@ -16,6 +16,8 @@ export interface ControllerOptions {
   intervalMs: number;
   /** At most this many units handed to another live node per round (a joining node causes no storm). */
   maxMovesPerRound: number;
+  /** How many claimed units start at once (default 8). */
+  startConcurrency?: number;
   log(message: string): void;
 }
 
@@ -124,6 +126,7 @@ export class PlacementController {
       report.released.push(unit);
     }
 
+    const claimed: [string, number][] = [];
     for (const unit of this.units) {
       if (desired.get(unit) !== this.me || this.hosted.has(unit) || this.stopped) continue;
       const entry = owners.get(unit);
@@ -132,6 +135,10 @@ export class PlacementController {
       const epoch = await this.table.claim(unit, this.me, entry?.revision ?? 0);
       if (epoch === undefined) continue;
       this.hosted.set(unit, epoch);
+      claimed.push([unit, epoch]);
+    }
+    // Starting a unit is a few JetStream round trips (more on a replicated cluster): in parallel.
+    await inParallel(claimed, this.options.startConcurrency ?? 8, async ([unit, epoch]) => {
       try {
         await this.host.start(unit, epoch);
         report.claimed.push(unit);
@@ -141,8 +148,16 @@ export class PlacementController {
         await this.host.abandon(unit).catch(() => undefined);
         await this.table.release(unit, this.me, epoch).catch(() => false);
       }
-    }
+    });
     this.moves += report.claimed.length;
     return report;
   }
+}
+
+async function inParallel<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
 }

@@ -38,6 +38,8 @@ export class PartitionHost {
       maxAckPending: 20_000,
       recover: () => ingest.recover(),
       handle: (batch) => ingest.handle(batch),
+      started: (pending) => ingest.started(pending),
+      stalled: () => ingest.stalled(),
       log: this.log,
     });
     this.partitions.set(partition, { ingest, consumer });
@@ -49,6 +51,30 @@ export class PartitionHost {
     const hosted = this.partitions.get(partition);
     this.partitions.delete(partition);
     await hosted?.consumer.stop();
+  }
+
+  private confirming = false;
+
+  /**
+   * Asks the consumers of quiet partitions whether anything still waits for them, so those that
+   * are caught up can be idle (and stop holding the watermark back).
+   */
+  async confirmQuiet(): Promise<void> {
+    if (this.confirming) return;
+    this.confirming = true;
+    try {
+      await Promise.all(
+        [...this.partitions]
+          .filter(([, { ingest }]) => ingest.needsConfirmation)
+          .map(async ([p, { ingest }]) => {
+            const asked = ingest.batchesBegun;
+            const info = await this.jsm.consumers.info(streams.events, `router-${p}`).catch(() => undefined);
+            if (info) ingest.confirmCaughtUp(info.num_pending, info.num_ack_pending, asked);
+          }),
+      );
+    } finally {
+      this.confirming = false;
+    }
   }
 
   /** Where each partition routed here stands in event time. */

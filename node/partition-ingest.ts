@@ -48,6 +48,16 @@ export class PartitionIngest {
   private redo?: { first: number; last: number; buffer: JsMsg[] };
   /** Event messages up to here are done (their batch is logged and was output). */
   private doneThrough = 0;
+  /**
+   * Nothing waits in the stream for this router: known from the consumer at its start, from each
+   * batch, or confirmed by asking the consumer (`confirmCaughtUp`). Only then can quiet mean
+   * idle; a router that is stuck or recovering is never idle.
+   */
+  private caughtUp = false;
+  /** The last event message handled (routed or skipped). */
+  private handledThrough = 0;
+  /** Batches begun: a confirmation asked for before the latest one began is stale. */
+  batchesBegun = 0;
 
   constructor(
     readonly partition: number,
@@ -75,7 +85,30 @@ export class PartitionIngest {
     return last.first;
   }
 
+  /** The consumer (re)started with `pending` messages to deliver. */
+  started(pending: number): void {
+    this.caughtUp = pending === 0;
+  }
+
+  stalled(): void {
+    this.caughtUp = false;
+  }
+
+  /** Not known to be caught up: worth asking the consumer. */
+  get needsConfirmation(): boolean {
+    return !this.caughtUp && !this.redo && this.handledThrough > 0;
+  }
+
+  /**
+   * The consumer's word: nothing undelivered and nothing delivered but unacked. This router acks
+   * a batch only once it is handled, so then everything in the stream for it is handled.
+   */
+  confirmCaughtUp(undelivered: number, unacked: number, askedAfterBatch: number): void {
+    if (undelivered === 0 && unacked === 0 && askedAfterBatch === this.batchesBegun) this.caughtUp = true;
+  }
+
   async handle(batch: JsMsg[]): Promise<void> {
+    this.batchesBegun++;
     let fresh: JsMsg[] = [];
     for (const m of batch) {
       if (m.seq <= this.doneThrough) continue;
@@ -91,14 +124,19 @@ export class PartitionIngest {
       fresh.push(m);
     }
     if (fresh.length > 0) await this.process(fresh, fresh[0]!.seq, fresh[fresh.length - 1]!.seq, false);
-    batch[batch.length - 1]!.ack();
+    const last = batch[batch.length - 1]!;
+    last.ack();
+    this.handledThrough = last.seq;
+    // The server's per-message pending count can be one too high with filtered consumers (2.9);
+    // zero is trustworthy, anything else waits for `confirmCaughtUp`.
+    this.caughtUp = last.info.pending === 0;
   }
 
   /** This partition's watermark as of `now`. */
   mark(now: number): PartitionMark {
     const { outOfOrdernessMs, idleTimeoutMs } = this.settings;
     const own = this.maxEventTime - outOfOrdernessMs;
-    if (now - this.lastEventAt < idleTimeoutMs || this.redo) return { watermark: own, idle: false };
+    if (now - this.lastEventAt < idleTimeoutMs || this.redo || !this.caughtUp) return { watermark: own, idle: false };
     return { watermark: Math.max(own, now - outOfOrdernessMs), idle: true };
   }
 

@@ -10,6 +10,10 @@ export interface SupervisedSpec {
   /** Rebuilds the component from its durable state; returns the stream sequence to resume at. */
   recover(): Promise<number>;
   handle(batch: JsMsg[]): Promise<void>;
+  /** The consumer is (re)created and delivering; `pending` messages wait in the stream for it. */
+  started?(pending: number): void;
+  /** It failed: nothing is delivered until it has recovered and `started` again. */
+  stalled?(): void;
   log?: (message: string) => void;
 }
 
@@ -40,7 +44,7 @@ export class SupervisedConsumer {
     const generation = ++this.generation;
     const from = await this.spec.recover();
     await this.jsm.consumers.delete(this.spec.stream, this.spec.name).catch(() => undefined);
-    await this.jsm.consumers.add(this.spec.stream, {
+    const info = await this.jsm.consumers.add(this.spec.stream, {
       durable_name: this.spec.name,
       filter_subject: this.spec.filter,
       ack_policy: AckPolicy.All,
@@ -50,6 +54,7 @@ export class SupervisedConsumer {
       ack_wait: ns(60_000),
     });
     const consumer = await this.js.consumers.get(this.spec.stream, this.spec.name);
+    this.spec.started?.(info.num_pending);
     let delivered = 0;
     this.recovering = false;
     this.loop = await consumeInBatches(
@@ -91,6 +96,7 @@ export class SupervisedConsumer {
     if (generation !== this.generation || this.recovering || this.stopped) return;
     this.recovering = true;
     this.generation++;
+    this.spec.stalled?.();
     const log = this.spec.log ?? console.error;
     log(`${this.spec.name}: ${(error as Error).message ?? error}; recovering`);
     const failed = this.loop;

@@ -27,6 +27,7 @@ import { SupervisedConsumer } from "./supervised-consumer.js";
 import { units, unitOf } from "./units.js";
 
 export interface NodeOptions {
+  /** One NATS URL, or several separated by commas (the servers of a NATS cluster). */
   natsUrl: string;
   dataDir: string;
   /** Rule definitions (as in a rules file) to seed the rules bucket with; stored rules win. */
@@ -143,7 +144,7 @@ export class TallyNode {
   async start(): Promise<void> {
     const s = this.settings;
     const log = (message: string) => console.error(`tally ${this.id}: ${message}`);
-    this.nc = await connect({ servers: this.options.natsUrl, name: `tally-${this.id}`, maxReconnectAttempts: -1 });
+    this.nc = await connect({ servers: this.options.natsUrl.split(","), name: `tally-${this.id}`, maxReconnectAttempts: -1 });
     this.js = jetstream(this.nc);
     const jsm = (this.jsm = await ensureStreams(this.nc, {
       eventRetentionMs: s.eventRetentionMs,
@@ -389,6 +390,7 @@ export class TallyNode {
 
   /** Every shard hears where this node's partitions stand, wherever the shard is hosted. */
   private async sendWatermarks(): Promise<void> {
+    void this.partitionHost.confirmQuiet();
     const marks = this.partitionHost.marks(Date.now());
     if (marks.length === 0) return;
     const body = encodeMailbox({ type: "marks", marks });

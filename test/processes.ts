@@ -11,6 +11,8 @@ import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServer } from "../node/nats-server.js";
 import { nodeDefaults } from "../node/tally-node.js";
 
@@ -310,5 +312,76 @@ export class NatsProcess {
       }
     }
     throw new Error(`cannot start nats-server on port ${port} in ${dir}: ${(lastError as Error)?.message}`);
+  }
+}
+
+/**
+ * A NATS cluster of `size` servers on loopback ports, each with its own JetStream store, so
+ * streams and KV buckets can be replicated (R3). Resolves once JetStream answers through the
+ * cluster (its meta leader is elected).
+ */
+export class NatsCluster {
+  private constructor(
+    readonly servers: NatsServer[],
+    private readonly specs: { dir: string; port: number; extra: string }[],
+    private readonly partitions: number,
+  ) {}
+
+  static async start(dir: string, size = 3, partitions = nodeDefaults.partitions): Promise<NatsCluster> {
+    const ports = await Promise.all(Array.from({ length: size }, () => freePort()));
+    const routePorts = await Promise.all(Array.from({ length: size }, () => freePort()));
+    const specs = ports.map((port, i) => ({
+      dir: join(dir, `n${i}`),
+      port,
+      extra: [
+        `server_name: n${i}`,
+        `cluster { name: tally, listen: "127.0.0.1:${routePorts[i]}", routes: [${routePorts
+          .filter((_, j) => j !== i)
+          .map((p) => `"nats-route://127.0.0.1:${p}"`)
+          .join(", ")}] }`,
+      ].join("\n"),
+    }));
+    const servers = await Promise.all(specs.map((s) => startNatsServer({ ...s, partitions })));
+    for (const server of servers) track(server.process);
+    const cluster = new NatsCluster(servers, specs, partitions);
+    await cluster.jetStreamReady();
+    return cluster;
+  }
+
+  /** Every server's URL, comma-separated (what `tally node --nats` takes). */
+  get url(): string {
+    return this.specs.map((s) => `nats://127.0.0.1:${s.port}`).join(",");
+  }
+
+  async kill9(i: number): Promise<void> {
+    await this.servers[i]!.stop("SIGKILL");
+  }
+
+  async restart(i: number): Promise<void> {
+    await this.servers[i]!.stop();
+    this.servers[i] = await startNatsServer({ ...this.specs[i]!, partitions: this.partitions });
+    track(this.servers[i]!.process);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.stop()));
+  }
+
+  private async jetStreamReady(): Promise<void> {
+    const nc = await connect({ servers: this.url.split(",") });
+    try {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        try {
+          await (await jetstreamManager(nc)).getAccountInfo();
+          return;
+        } catch (e) {
+          if (Date.now() > deadline) throw new Error(`JetStream not ready in the NATS cluster: ${(e as Error).message}`);
+          await sleep(200);
+        }
+      }
+    } finally {
+      await nc.close();
+    }
   }
 }
