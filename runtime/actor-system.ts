@@ -128,6 +128,7 @@ export class ActorSystem<M> {
   }
 
   private activate(key: string): Activation<M> {
+    const generation = this.generation;
     const activation: Activation<M> = {
       key,
       queue: [],
@@ -137,6 +138,10 @@ export class ActorSystem<M> {
       timers: new Map(),
       context: {
         key,
+        send: (to, message) => {
+          // An activation left over from before a reset must not feed the new generation.
+          if (generation === this.generation) this.send(to, message);
+        },
         setTimer: (name, ms, message) => {
           const old = activation.timers.get(name);
           if (old) clearTimeout(old);
