@@ -25,7 +25,9 @@ function quantile(name: string, match: RegExpExecArray): Aggregation<DDSketch> {
     merge: mergeSketches,
     result: (sketch) => (sketch.count === 0 ? null : sketch.getValueAtQuantile(p / 100)),
     encode: (sketch) => sketch.toProto(),
-    decode: (bytes) => DDSketch.fromProto(bytes),
+    // Into a sketch with this process's own mapping: one decoded as it comes reads quantiles a few
+    // floating-point bits off, so a result would depend on whether its window was ever passivated.
+    decode: (bytes) => mergeSketches(new DDSketch({ relativeAccuracy: quantileRelativeAccuracy }), DDSketch.fromProto(bytes)),
   };
 }
 
