@@ -1,11 +1,12 @@
 import type { JsMsg } from "@nats-io/jetstream";
-import { shardOf } from "../cluster/shards.js";
+import { shardOfKey } from "../actors/actor-keys.js";
 import type { MetricRule } from "../actors/rules.js";
 import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard, type ShardState } from "../actors/window-shard.js";
 import { ActorSystem } from "../runtime/actor-system.js";
 import type { StateStore } from "../runtime/state-store.js";
+import { foldedAudit } from "./audit.js";
 import { decodeMailbox } from "./mailbox-codec.js";
 
 export interface ShardHostSettings {
@@ -77,14 +78,17 @@ export class ShardHost {
     this.unacked = undefined;
     this.shards.clear();
     const timing = (metric: string) => this.rule(metric) ?? { latenessMs: 0, horizonMs: 0 };
-    for (let id = 0; id < this.settings.shards; id++) this.shards.set(id, new WindowShard(id, this.actors, timing));
+    const options = { shardCount: this.settings.shards, foldedAudit };
+    for (let id = 0; id < this.settings.shards; id++) this.shards.set(id, new WindowShard(id, this.actors, timing, options));
     const stored = await this.store.get(metaKey);
     const meta: HostMeta = stored ? JSON.parse(Buffer.from(stored).toString()) : { position: 0, shards: [] };
     for (const [id, state] of meta.shards) this.shards.get(id)?.restore(state);
-    // Event-time timers are not stored: every window in the checkpoint gets its timers back.
+    // Event-time timers and the series admitted under a `maxSeries` are not stored either: both
+    // are rebuilt from the windows in the checkpoint (a base window also brings back the timers
+    // of the rollup windows above it, which may have no state yet).
     for await (const [key, bytes] of this.actors.storedStates()) {
-      const { metric, end, open } = storedWindowTimes(bytes);
-      this.shards.get(shardOf(key, this.settings.shards))!.schedule(key, metric, end, open);
+      const { end, open } = storedWindowTimes(bytes);
+      this.shards.get(shardOfKey(key, this.settings.shards))!.restoreWindow(key, end, open);
     }
     this.position = meta.position;
     this.lastCheckpointAt = Date.now();
@@ -98,7 +102,8 @@ export class ShardHost {
       if (shard) {
         const message = decodeMailbox(m.data);
         if (message.type === "partials") shard.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
-        else for (const [partition, mark] of message.marks) shard.mark(partition, mark);
+        // Waits while rollup windows fire level by level: nothing after this mark may overtake it.
+        else for (const [partition, mark] of message.marks) await shard.mark(partition, mark);
       }
       this.position = m.seq;
       this.unacked = m;
