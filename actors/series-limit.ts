@@ -29,12 +29,12 @@ export class SeriesAdmission {
 
   /**
    * Admits series `dimsId` into all of `windows` (a base window and the rollups above it, which
-   * must not exceed the limit either) if each already holds it or has room for `perShard`
+   * must not exceed the limit either) if each already holds it or holds fewer than `quota`
    * series; otherwise admits it nowhere and returns false: its partial folds into `__other__`.
    */
-  admit(windows: readonly AdmissionWindow[], dimsId: string, perShard: number): boolean {
+  admit(windows: readonly AdmissionWindow[], dimsId: string, quota: number): boolean {
     const sets = windows.map((w) => this.entry(w));
-    if (!sets.every((set) => set.has(dimsId) || set.size < perShard)) return false;
+    if (!sets.every((set) => set.has(dimsId) || set.size < quota)) return false;
     for (const set of sets) set.add(dimsId);
     return true;
   }

@@ -26,7 +26,7 @@ export interface WindowTiming extends RollupRule {
 }
 
 export interface WindowShardOptions {
-  /** Shards of the cluster: each admits its share of a `maxSeries` limit, rounded up. */
+  /** Shards of the cluster: each admits its share of a `maxSeries` limit (`seriesQuota`). */
   shardCount?: number;
   /** The `_audit` partial that records `n` events folded into `__other__` in a window starting at `start`. */
   foldedAudit?: (start: number, n: number) => WindowPartial;
@@ -130,8 +130,8 @@ export class WindowShard {
     const other = otherDims(groupBy);
     const { dimsId } = parseActorKey(partial.key);
     if (dimsId === other.dimsId) return partial;
-    const perShard = Math.ceil(rule.maxSeries / this.shardCount);
-    if (this.admission.admit(this.windowsOf(partial.key, partial.end, rule), dimsId, perShard)) return partial;
+    const quota = seriesQuota(rule.maxSeries, this.id, this.shardCount);
+    if (this.admission.admit(this.windowsOf(partial.key, partial.end, rule), dimsId, quota)) return partial;
     this.folded.set(partial.metric, (this.folded.get(partial.metric) ?? 0) + partial.agg.count);
     const audit = this.options.foldedAudit?.(partial.start, partial.agg.count);
     if (audit) this.apply(audit);
@@ -202,6 +202,17 @@ export class WindowShard {
   get limitedWindows(): number {
     return this.admission.size;
   }
+}
+
+/**
+ * How many series of a window shard `shard` admits under a limit of `maxSeries`: an even share,
+ * the remainder going one each to the first shards, so the shares add up to exactly `maxSeries`
+ * (rounding every share up could exceed it by up to `shardCount - 1`). A series belongs to one
+ * shard, and counting series globally would need a coordinator: so the limit is never exceeded,
+ * but a shard whose share is full folds new series while others may still have room.
+ */
+export function seriesQuota(maxSeries: number, shard: number, shardCount: number): number {
+  return Math.floor(maxSeries / shardCount) + (shard % shardCount < maxSeries % shardCount ? 1 : 0);
 }
 
 export interface ShardState {

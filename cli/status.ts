@@ -25,6 +25,8 @@ export async function status(args: string[]): Promise<void> {
       console.log(`  watermark ${watermark}`);
       const behind = Object.entries(m.lag.partitions).filter(([, n]) => n > 0);
       if (behind.length > 0) console.log(`  lagging partitions: ${behind.map(([p, n]) => `${p}:${n}`).join(" ")}`);
+      const folded = Object.entries(m.folded ?? {});
+      if (folded.length > 0) console.log(`  folded into __other__ (maxSeries): ${folded.map(([metric, n]) => `${metric}:${n}`).join(" ")}`);
     }
   } finally {
     await nc.close();

@@ -16,6 +16,8 @@ export interface MemberInfo {
   watermark: number | null;
   /** Messages waiting in its consumers: per partition (events) and for its shards (mailbox). */
   lag: { partitions: Record<string, number>; mailbox: number };
+  /** Events its shards folded into `__other__` series, per metric (rules with `maxSeries`). */
+  folded?: Record<string, number>;
 }
 
 /**

@@ -169,13 +169,14 @@ async function queryMetric(node: NodeApi, name: string, params: URLSearchParams)
 /**
  * Per minute of arrival: what was accepted and what became of it, from the exactly-once `_audit`
  * metric. `balanced` is the check a user runs: accepted = aggregated + unmatched + duplicates + dlq.
+ * `folded` (events folded into a metric's `__other__` series) is informational, outside it.
  */
 async function audit(node: NodeApi, params: URLSearchParams) {
   const { from, to } = timeRange(params);
   const results = await node.query({ metric: "_audit", window: "1m", from, to, where: {} });
   const minutes = new Map<number, Record<string, number | string | boolean>>();
   for (const r of results) {
-    const row = minutes.get(r.start) ?? { start: r.start, status: "final", accepted: 0, aggregated: 0, unmatched: 0, duplicates: 0, dlq: 0 };
+    const row = minutes.get(r.start) ?? { start: r.start, status: "final", accepted: 0, aggregated: 0, unmatched: 0, duplicates: 0, dlq: 0, folded: 0 };
     row[r.dims.counter!] = (r.values.count as number | null) ?? 0;
     if (r.status === "provisional") row.status = "provisional";
     minutes.set(r.start, row);

@@ -64,6 +64,13 @@ export class ShardHost {
     );
   }
 
+  /** Events folded into `__other__` per metric, over this node's shards (checkpointed with them). */
+  folded(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const shard of this.shards.values()) for (const [metric, n] of shard.foldedByMetric) out[metric] = (out[metric] ?? 0) + n;
+    return out;
+  }
+
   get watermark(): number {
     let wm = Infinity;
     for (const shard of this.shards.values()) wm = Math.min(wm, shard.watermark);

@@ -245,6 +245,7 @@ export class TallyNode {
       activeWindows: this.host?.actors.activeCount ?? 0,
       checkpoints: this.host?.checkpoints ?? 0,
       counters: this.counters,
+      folded: this.host?.folded() ?? {},
       partitions: this.ingests.map((i) => ({ partition: i.partition, ...i.mark(Date.now()) })),
       shards: [...(this.host?.shards.values() ?? [])].map((s) => ({ shard: s.id, watermark: finiteOrNull(s.watermark), pendingTimers: s.pendingTimers })),
     };
@@ -264,6 +265,7 @@ export class TallyNode {
       shards: [...this.host.shards.keys()],
       watermark: finiteOrNull(this.watermark),
       lag: { partitions, mailbox: await pending(streams.mailbox, "shards") },
+      folded: this.host.folded(),
     };
   }
 
