@@ -1,4 +1,4 @@
-import { shardOf } from "../cluster/shards.js";
+import { actorKey, shardOfKey } from "./actor-keys.js";
 import { addValue, emptyAgg, type BasicAgg } from "./aggregates.js";
 import type { TelemetryEvent } from "./event.js";
 import type { MetricRule } from "./rules.js";
@@ -78,7 +78,7 @@ export class Router {
     });
     const byShard = new Map<number, WindowPartial[]>();
     for (const partial of partials.values()) {
-      const shard = shardOf(partial.key, this.shardCount);
+      const shard = shardOfKey(partial.key, this.shardCount);
       const list = byShard.get(shard);
       if (list) list.push(partial);
       else byShard.set(shard, [partial]);
@@ -121,9 +121,4 @@ export class Router {
 /** A missing tag groups under the empty string. `source` is the event's source unless a tag says otherwise. */
 function dimensionValue(event: TelemetryEvent, name: string): string {
   return event.tags[name] ?? (name === "source" ? event.source : "");
-}
-
-/** Actor key of one window series: unambiguous for any dimension values. */
-export function actorKey(metric: string, window: string, start: number, dimsId: string): string {
-  return `${metric}\t${window}\t${start}\t${dimsId}`;
 }

@@ -3,6 +3,7 @@ import { isBasicAggregate } from "./aggregates.js";
 import { resolveAggregation, type Aggregation } from "./aggregations/aggregation.js";
 import "./aggregations/builtin.js";
 import { parseDuration } from "./durations.js";
+import { parseRollups } from "./rollups.js";
 import { parseWindow, type WindowSpec } from "./windows.js";
 
 /** A metric definition: which events it takes, how it groups them, what it computes, over which windows. */
@@ -21,6 +22,18 @@ export interface MetricRule {
   /** The mergeable states the non-basic aggregates need, one per state key. */
   readonly states: readonly Aggregation[];
   readonly windows: readonly WindowSpec[];
+  /**
+   * Coarser tumbling windows made by merging finalized windows upward instead of routing every
+   * event into them again: the base window (the smallest tumbling one of `windows`, e.g. `1m`)
+   * merges into the first rollup (`1h`), that into the next (`1d`). Each size is a multiple of
+   * the one below. Empty: none. See `rollups.ts`.
+   */
+  readonly rollups: readonly WindowSpec[];
+  /**
+   * At most this many series (dimension combinations) per window; the partials of further ones
+   * are folded into the `__other__` series (README, "Cardinality"). Undefined: unlimited.
+   */
+  readonly maxSeries?: number;
   /** How long after a window's end (in event time) it stays provisional before it is final. */
   readonly latenessMs: number;
   /** After the final result, late events still correct the window for this long (event time); later ones go to the DLQ as `too_late`. */
@@ -100,14 +113,20 @@ export function parseRule(input: unknown, index = 0, activeFrom = 0): MetricRule
   const windowInput = m.windows ?? [m.window ?? ruleDefaults.window];
   if (!Array.isArray(windowInput) || windowInput.length === 0) throw new Error(`${at}: "windows" must be a non-empty list`);
   let windows: WindowSpec[];
+  let rollups: WindowSpec[];
   let latenessMs: number;
   let horizonMs: number;
   try {
     windows = windowInput.map(parseWindow);
+    rollups = parseRollups(m.rollups, windows);
     latenessMs = parseDuration((m.lateness as string | undefined) ?? ruleDefaults.lateness);
     horizonMs = parseDuration((m.horizon as string | undefined) ?? ruleDefaults.horizon);
   } catch (e) {
     throw new Error(`${at}: ${(e as Error).message}`);
+  }
+  const maxSeries = m.maxSeries;
+  if (maxSeries !== undefined && !(Number.isSafeInteger(maxSeries) && (maxSeries as number) >= 1)) {
+    throw new Error(`${at}: "maxSeries" must be a whole number of at least 1, not ${JSON.stringify(maxSeries)}`);
   }
   return {
     name,
@@ -118,6 +137,8 @@ export function parseRule(input: unknown, index = 0, activeFrom = 0): MetricRule
     aggregates: aggregates as string[],
     states: [...states.values()],
     windows,
+    rollups,
+    ...(maxSeries === undefined ? {} : { maxSeries: maxSeries as number }),
     latenessMs,
     horizonMs,
     activeFrom,

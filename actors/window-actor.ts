@@ -1,13 +1,20 @@
 import type { Actor, ActorContext, ActorKind } from "../runtime/actor.js";
 import { aggValues, emptyAgg, isBasicAggregate, mergeAgg, type BasicAgg } from "./aggregates.js";
 import { resolveAggregation, type ResultValue } from "./aggregations/aggregation.js";
+import { actorKey, parseActorKey } from "./actor-keys.js";
+import { parentWindow } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import type { MetricRule } from "./rules.js";
 import type { ResultStatus, WindowIdentity, WindowResult } from "./window-result.js";
 
 export type WindowMessage =
-  /** Events combined by a router; `watermark` is the shard's event-time watermark on arrival. */
-  | { type: "partial"; partial: WindowPartial; watermark: number }
+  /**
+   * Events combined by a router, or handed up by a finer window of a rollup; `watermark` is the
+   * shard's event-time watermark on arrival. `onTime`: handed up by a finer window that became
+   * final on time, so its events were on time here too (this window ends no earlier, with the
+   * same lateness): they never make this window final at once, its own timer will.
+   */
+  | { type: "partial"; partial: WindowPartial; watermark: number; onTime?: boolean }
   /** The watermark passed this window's end + allowed lateness (an event-time timer fired). */
   | { type: "fire"; watermark: number }
   /** The provisional throttle elapsed (a processing-time timer). */
@@ -38,6 +45,12 @@ interface WindowState extends WindowIdentity {
  * change) while open, a final result when its event-time timer fires, and a correction for each
  * late partial after that. It passivates once final, and is reactivated from its snapshot by a late
  * partial.
+ *
+ * A window of a rule with rollups also hands its contribution up to the next coarser window of
+ * the same series (`1m` → `1h` → `1d`, README "Rollups"): its whole state when it becomes final,
+ * then each late partial it takes after that, as it came. So the coarser window receives every
+ * event exactly once, and a correction flows all the way up. A rollup window is this same actor:
+ * what it is told is a partial like any other.
  */
 export class WindowActor implements Actor<WindowMessage> {
   private changed = false;
@@ -53,7 +66,7 @@ export class WindowActor implements Actor<WindowMessage> {
   receive(message: WindowMessage, ctx: ActorContext<WindowMessage>): void {
     switch (message.type) {
       case "partial":
-        return this.onPartial(message.partial, message.watermark, ctx);
+        return this.onPartial(message.partial, message.watermark, message.onTime === true, ctx);
       case "fire":
         return this.onFire(message.watermark, ctx);
       case "emit":
@@ -73,7 +86,7 @@ export class WindowActor implements Actor<WindowMessage> {
     return Buffer.from(JSON.stringify(stored));
   }
 
-  private onPartial(partial: WindowPartial, watermark: number, ctx: ActorContext<WindowMessage>) {
+  private onPartial(partial: WindowPartial, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {
     const state = (this.state ??= {
       metric: partial.metric,
       window: partial.window,
@@ -88,6 +101,8 @@ export class WindowActor implements Actor<WindowMessage> {
       watermark,
     });
     state.watermark = Math.max(state.watermark, watermark);
+    // A late partial goes up as it came: copied before merging, which may keep the objects it is given.
+    const delta = state.status !== "open" ? { agg: { ...partial.agg }, states: encodeStates(partial.states ?? {}) } : undefined;
     mergeAgg(state.agg, partial.agg);
     for (const [stateKey, incoming] of Object.entries(partial.states ?? {})) {
       const aggregation = resolveAggregation(stateKey);
@@ -95,18 +110,19 @@ export class WindowActor implements Actor<WindowMessage> {
       state.states[stateKey] = stateKey in state.states ? aggregation.merge(state.states[stateKey], from) : from;
     }
     const closesAt = state.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
-    if (state.status === "open" && state.watermark >= closesAt) {
+    if (state.status === "open" && !onTime && watermark >= closesAt) {
       // The whole window arrived after its time: it becomes final at once, all of it late.
       state.lateCount += partial.agg.count;
-      return this.finalize(ctx);
+      return this.finalize(ctx, watermark, false);
     }
-    if (state.status !== "open") {
+    if (delta) {
       // A correction goes out at once, one revision per late partial, so a replay after a crash
       // produces the same revisions with the same values.
       state.lateCount += partial.agg.count;
       state.status = "corrected";
       state.revision++;
       this.send();
+      this.handUp(delta, watermark, false, ctx);
       return ctx.passivate();
     }
     this.changed = true;
@@ -120,16 +136,29 @@ export class WindowActor implements Actor<WindowMessage> {
   private onFire(watermark: number, ctx: ActorContext<WindowMessage>) {
     if (!this.state || this.state.status !== "open") return;
     this.state.watermark = Math.max(this.state.watermark, watermark);
-    this.finalize(ctx);
+    this.finalize(ctx, watermark, true);
   }
 
-  private finalize(ctx: ActorContext<WindowMessage>) {
-    this.state!.status = "final";
-    this.state!.revision = 1;
+  private finalize(ctx: ActorContext<WindowMessage>, watermark: number, onTime: boolean) {
+    const state = this.state!;
+    state.status = "final";
+    state.revision = 1;
     this.emitPending = false;
     ctx.cancelTimer("emit");
     this.send();
+    this.handUp({ agg: { ...state.agg }, states: encodeStates(state.states) }, watermark, onTime, ctx);
     ctx.passivate();
+  }
+
+  /** Hands a contribution up to the next coarser window of this series, if the rule rolls this window up. */
+  private handUp(content: Pick<WindowPartial, "agg" | "states">, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {
+    const state = this.state!;
+    const rule = this.env.rule(state.metric);
+    const up = rule && parentWindow(rule, state.window, state.start);
+    if (!up) return;
+    const key = actorKey(state.metric, up.window.id, up.start, parseActorKey(this.key).dimsId);
+    const partial: WindowPartial = { key, metric: state.metric, window: up.window.id, start: up.start, end: up.start + up.window.sizeMs, dims: state.dims, ...content };
+    ctx.send(key, { type: "partial", partial, watermark, onTime });
   }
 
   private send() {
@@ -174,9 +203,9 @@ export function windowActorKind(env: WindowActorEnv): ActorKind<WindowMessage> {
 }
 
 /** What a restarted shard needs to know of a stored window to re-register its event-time timers. */
-export function storedWindowTimes(bytes: Uint8Array): { metric: string; end: number; open: boolean } {
+export function storedWindowTimes(bytes: Uint8Array): { end: number; open: boolean } {
   const state = JSON.parse(Buffer.from(bytes).toString()) as WindowState;
-  return { metric: state.metric, end: state.end, open: state.status === "open" };
+  return { end: state.end, open: state.status === "open" };
 }
 
 function decodeWindow(bytes: Uint8Array): WindowState {
@@ -191,10 +220,16 @@ function decodeWindow(bytes: Uint8Array): WindowState {
   return { ...s, agg, states };
 }
 
-/** Aggregate states travel and rest as base64 of their own binary encoding. */
+/**
+ * Aggregate states travel and rest as base64 of their own binary encoding (one already encoded
+ * stays as it is). A state handed to another actor is encoded, so the receiver decodes its own
+ * copy: a live object may still change after.
+ */
 export function encodeStates(states: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [stateKey, state] of Object.entries(states)) out[stateKey] = Buffer.from(resolveAggregation(stateKey).encode(state)).toString("base64");
+  for (const [stateKey, state] of Object.entries(states)) {
+    out[stateKey] = typeof state === "string" ? state : Buffer.from(resolveAggregation(stateKey).encode(state)).toString("base64");
+  }
   return out;
 }
 

@@ -1,6 +1,9 @@
 import type { ActorSystem } from "../runtime/actor-system.js";
+import { actorKey, parseActorKey, shardOfKey } from "./actor-keys.js";
 import { EventTimeTimers } from "./event-time-timers.js";
+import { parentWindow, rollupLevel, type RollupRule } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
+import { otherDims, SeriesAdmission, type AdmissionWindow } from "./series-limit.js";
 import type { WindowMessage } from "./window-actor.js";
 
 /** What one event partition last said about its event-time progress. */
@@ -11,10 +14,28 @@ export interface PartitionMark {
   idle: boolean;
 }
 
-/** When a metric's windows fire (end + lateness) and are forgotten (end + lateness + horizon). */
-export interface WindowTiming {
+/**
+ * What a shard needs of a metric's rule: when its windows fire (end + lateness) and are forgotten
+ * (end + lateness + horizon), its rollups, and its series limit.
+ */
+export interface WindowTiming extends RollupRule {
   latenessMs: number;
   horizonMs: number;
+  groupBy?: readonly string[];
+  maxSeries?: number;
+}
+
+export interface WindowShardOptions {
+  /** Shards of the cluster: each admits its share of a `maxSeries` limit (`seriesQuota`). */
+  shardCount?: number;
+  /** The `_audit` partial that records `n` events folded into `__other__` in a window starting at `start`. */
+  foldedAudit?: (start: number, n: number) => WindowPartial;
+  /**
+   * Partials this shard produced for another shard's windows (the `__other__` series and the
+   * audit, when a series is folded): sent on under `id`, stable across replays, so the send is
+   * de-duplicated. Without it (a single shard in tests) they are applied here.
+   */
+  forward?: (partials: WindowPartial[], id: string) => void;
 }
 
 /**
@@ -27,21 +48,30 @@ export const purgeMarginMs = 10 * 60_000;
  * One shard's event time: the watermark over the partitions that feed it, and the event-time
  * timers of its windows (Flink's timer service). A window is told to fire when the watermark
  * passes its end + lateness, and to forget its state once past its correction horizon, so a
- * watermark step costs nothing for windows not yet due.
+ * watermark step costs nothing for windows not yet due. It also admits series under a rule's
+ * `maxSeries` (folding the rest into `__other__`), in mailbox order.
  */
 export class WindowShard {
   private readonly marks = new Map<number, PartitionMark>();
   /** Per origin (a partition, or a backfill's partition), the last batch applied (its last event sequence): replays are dropped. */
   private readonly applied = new Map<string, number>();
-  private readonly fires = new EventTimeTimers();
+  /** Fire timers by rollup level (0: the rules' own windows, 1: first rollups…): fired level by level. */
+  private readonly fires: EventTimeTimers[] = [];
   private readonly purges = new EventTimeTimers();
+  private readonly admission = new SeriesAdmission();
+  /** Events folded into `__other__` per metric, since the shard's state began (checkpointed). */
+  private readonly folded = new Map<string, number>();
+  private readonly shardCount: number;
   private current = -Infinity;
 
   constructor(
     readonly id: number,
     private readonly actors: ActorSystem<WindowMessage>,
     private readonly timing: (metric: string) => WindowTiming,
-  ) {}
+    private readonly options: WindowShardOptions = {},
+  ) {
+    this.shardCount = options.shardCount ?? 1;
+  }
 
   get watermark(): number {
     return this.current;
@@ -51,29 +81,101 @@ export class WindowShard {
   applyBatch(origin: string, last: number, partials: WindowPartial[]): boolean {
     if (last <= (this.applied.get(origin) ?? 0)) return false;
     this.applied.set(origin, last);
-    for (const partial of partials) this.apply(partial);
+    const away: WindowPartial[] | undefined = this.options.forward ? [] : undefined;
+    for (const partial of partials) this.apply(partial, away);
+    if (away && away.length > 0) this.options.forward!(away, `${origin}:${last}:${this.id}`);
     return true;
   }
 
-  apply(partial: WindowPartial): void {
-    this.schedule(partial.key, partial.metric, partial.end, true);
+  /** One partial, outside any batch (tests): with a `forward` port, use `applyBatch`. */
+  apply(incoming: WindowPartial, away?: WindowPartial[]): void {
+    if (this.options.forward && !away) throw new Error("a shard that forwards applies whole batches (applyBatch)");
+    for (const partial of this.admit(incoming)) {
+      if (away && shardOfKey(partial.key, this.shardCount) !== this.id) away.push(partial);
+      else this.applyHere(partial);
+    }
+  }
+
+  /** Partials another shard forwarded here (already admitted there). */
+  applyForwarded(partials: WindowPartial[]): void {
+    for (const partial of partials) this.applyHere(partial);
+  }
+
+  private applyHere(partial: WindowPartial): void {
+    this.schedule(partial.key, partial.end, true);
     this.actors.send(partial.key, { type: "partial", partial, watermark: this.current });
   }
 
-  /** Registers a window's event-time timers (also used to rebuild them after a restart). */
-  schedule(key: string, metric: string, end: number, open: boolean): void {
-    const { latenessMs, horizonMs } = this.timing(metric);
-    if (open && end + latenessMs > this.current) this.fires.add(end + latenessMs, key);
-    // A window created long after its time (by a backfill) is kept a horizon from its creation.
-    this.purges.add(Math.max(end + latenessMs, this.current) + horizonMs + purgeMarginMs, key);
+  /**
+   * Registers the event-time timers of a window and of the rollup windows above it: a rollup
+   * window's state only arrives when a finer window finalizes, but its timers start with its
+   * first base partial. Also rebuilds them after a restart (`restoreWindow`).
+   */
+  schedule(key: string, end: number, open: boolean): void {
+    const { metric, window, start, dimsId } = parseActorKey(key);
+    const rule = this.timing(metric);
+    this.timers(key, end, open, rule, rollupLevel(rule, window));
+    for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
+      this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id));
+    }
   }
 
-  /** What must survive a restart besides the actors; timers are rebuilt from the actors' state. */
+  /** A window found in the stored state after a restart: its timers, and its series as admitted. */
+  restoreWindow(key: string, end: number, open: boolean): void {
+    this.schedule(key, end, open);
+    const { metric, dimsId } = parseActorKey(key);
+    const rule = this.timing(metric);
+    if (rule.maxSeries === undefined || dimsId === otherDims(rule.groupBy ?? []).dimsId) return;
+    this.admission.restore(this.windowsOf(key, end, rule), dimsId);
+  }
+
+  private timers(key: string, end: number, open: boolean, rule: WindowTiming, level: number): void {
+    const { latenessMs, horizonMs } = rule;
+    if (open && end + latenessMs > this.current) (this.fires[level] ??= new EventTimeTimers()).add(end + latenessMs, key);
+    this.purges.add(this.purgeAt(end, rule), key);
+  }
+
+  /** A window created long after its time (by a backfill) is kept a horizon from its creation. */
+  private purgeAt(end: number, rule: WindowTiming): number {
+    return Math.max(end + rule.latenessMs, this.current) + rule.horizonMs + purgeMarginMs;
+  }
+
+  /**
+   * Under a `maxSeries` limit, a partial of a series this shard has no room for in its window
+   * (or in a rollup window above it) is re-keyed to the `__other__` series, and counted.
+   */
+  private admit(partial: WindowPartial): WindowPartial[] {
+    const rule = this.timing(partial.metric);
+    const groupBy = rule.groupBy ?? [];
+    if (rule.maxSeries === undefined || groupBy.length === 0) return [partial];
+    const other = otherDims(groupBy);
+    const { dimsId } = parseActorKey(partial.key);
+    if (dimsId === other.dimsId) return [partial];
+    const quota = seriesQuota(rule.maxSeries, this.id, this.shardCount);
+    if (this.admission.admit(this.windowsOf(partial.key, partial.end, rule), dimsId, quota)) return [partial];
+    this.folded.set(partial.metric, (this.folded.get(partial.metric) ?? 0) + partial.agg.count);
+    const folded = { ...partial, key: actorKey(partial.metric, partial.window, partial.start, other.dimsId), dims: other.dims };
+    const audit = this.options.foldedAudit?.(partial.start, partial.agg.count);
+    return audit ? [folded, audit] : [folded];
+  }
+
+  /** A window and the rollup windows above it, as the series limit counts them. */
+  private windowsOf(key: string, end: number, rule: WindowTiming): AdmissionWindow[] {
+    const { metric, window, start } = parseActorKey(key);
+    const out = [{ id: `${metric}\t${window}\t${start}`, dropAt: this.purgeAt(end, rule) }];
+    for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
+      out.push({ id: `${metric}\t${up.window.id}\t${up.start}`, dropAt: this.purgeAt(up.start + up.window.sizeMs, rule) });
+    }
+    return out;
+  }
+
+  /** What must survive a restart besides the actors; timers and admitted series are rebuilt from the actors' state. */
   save(): ShardState {
     return {
       watermark: Number.isFinite(this.current) ? this.current : null,
       applied: [...this.applied],
       marks: [...this.marks].map(([p, m]) => [p, Number.isFinite(m.watermark) ? m.watermark : null, m.idle]),
+      folded: [...this.folded],
     };
   }
 
@@ -81,28 +183,63 @@ export class WindowShard {
     this.current = state.watermark ?? -Infinity;
     for (const [origin, last] of state.applied) this.applied.set(String(origin), last);
     for (const [p, wm, idle] of state.marks) this.marks.set(p, { watermark: wm ?? -Infinity, idle });
+    for (const [metric, n] of state.folded ?? []) this.folded.set(metric, n);
   }
 
-  /** Record a partition's progress; fires every window the shard watermark passed. */
-  mark(partition: number, mark: PartitionMark): void {
+  /**
+   * Record a partition's progress; fires every window the shard watermark passed, level by level:
+   * the rules' own windows first, then (once every actor is idle, so every finer window due has
+   * handed its final state up) the first rollups, then the next. The last minute of an hour is due
+   * at the same watermark as the hour, and the hour must not finalize without it.
+   */
+  async mark(partition: number, mark: PartitionMark): Promise<void> {
     this.marks.set(partition, mark);
     const active = [...this.marks.values()].filter((m) => !m.idle);
     const considered = active.length > 0 ? active : [...this.marks.values()];
     const next = Math.min(...considered.map((m) => m.watermark));
     if (next <= this.current) return;
     this.current = next;
-    for (const key of this.fires.due(next)) this.actors.send(key, { type: "fire", watermark: next });
+    for (let level = 0; level < this.fires.length; level++) {
+      const due = [...(this.fires[level]?.due(next) ?? [])];
+      if (due.length === 0) continue;
+      if (level > 0) await this.actors.idle();
+      for (const key of due) this.actors.send(key, { type: "fire", watermark: next });
+    }
     for (const key of this.purges.due(next)) this.actors.send(key, { type: "purge" });
+    this.admission.advance(next);
   }
 
   /** Windows waiting for their final result. */
   get pendingTimers(): number {
-    return this.fires.size;
+    return this.fires.reduce((n, timers) => n + timers.size, 0);
   }
+
+  /** Events folded into `__other__` per metric (README, "Cardinality"). */
+  get foldedByMetric(): ReadonlyMap<string, number> {
+    return this.folded;
+  }
+
+  /** Windows whose admitted series are tracked for a `maxSeries` limit. */
+  get limitedWindows(): number {
+    return this.admission.size;
+  }
+}
+
+/**
+ * How many series of a window shard `shard` admits under a limit of `maxSeries`: an even share,
+ * the remainder going one each to the first shards, so the shares add up to exactly `maxSeries`
+ * (rounding every share up could exceed it by up to `shardCount - 1`). A series belongs to one
+ * shard, and counting series globally would need a coordinator: so the limit is never exceeded,
+ * but a shard whose share is full folds new series while others may still have room.
+ */
+export function seriesQuota(maxSeries: number, shard: number, shardCount: number): number {
+  return Math.floor(maxSeries / shardCount) + (shard % shardCount < maxSeries % shardCount ? 1 : 0);
 }
 
 export interface ShardState {
   watermark: number | null;
   applied: [origin: string, last: number][];
   marks: [partition: number, watermark: number | null, idle: boolean][];
+  /** Absent in checkpoints written before series limits existed. */
+  folded?: [metric: string, events: number][];
 }

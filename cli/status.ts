@@ -27,6 +27,8 @@ export async function status(args: string[]): Promise<void> {
       if (behind.length > 0) console.log(`  lagging partitions: ${behind.map(([p, n]) => `${p}:${n}`).join(" ")}`);
       const shardsBehind = Object.entries(m.lag.shards ?? {}).filter(([, n]) => n > 0);
       if (shardsBehind.length > 0) console.log(`  lagging shards: ${shardsBehind.map(([s, n]) => `${s}:${n}`).join(" ")}`);
+      const folded = Object.entries(m.folded ?? {});
+      if (folded.length > 0) console.log(`  folded into __other__ (maxSeries): ${folded.map(([metric, n]) => `${metric}:${n}`).join(" ")}`);
     }
   } finally {
     await nc.close();

@@ -18,6 +18,8 @@ export interface MemberInfo {
   watermark: number | null;
   /** Messages waiting in its consumers: per partition (events), per shard (mailbox), and all its shards' mailbox together. */
   lag: { partitions: Record<string, number>; shards: Record<string, number>; mailbox: number };
+  /** Events its shards folded into `__other__` series, per metric (rules with `maxSeries`). */
+  folded?: Record<string, number>;
 }
 
 /**

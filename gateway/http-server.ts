@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WebSocketServer, type WebSocket } from "ws";
+import { allWindows } from "../actors/rollups.js";
 import type { MetricRule } from "../actors/rules.js";
 import type { WindowResult } from "../actors/window-result.js";
 import type { ResultQuery } from "../node/results-store.js";
@@ -144,7 +145,9 @@ function describeRule(rule: MetricRule) {
     groupBy: rule.groupBy,
     where: rule.where,
     aggregates: rule.aggregates,
-    windows: rule.windows.map((w) => w.id),
+    windows: allWindows(rule).map((w) => w.id),
+    rollups: rule.rollups.map((w) => w.id),
+    maxSeries: rule.maxSeries ?? null,
     lateness: rule.latenessMs,
   };
 }
@@ -154,8 +157,9 @@ async function queryMetric(node: NodeApi, name: string, params: URLSearchParams)
   if (!rule) throw new HttpError(404, `unknown metric "${name}"`);
   const { from, to } = timeRange(params);
   const window = params.get("window") ?? coarsestWindow(rule, from, to);
-  if (!rule.windows.some((w) => w.id === window)) {
-    throw new HttpError(400, `metric "${name}" has no window "${window}" (it has ${rule.windows.map((w) => w.id).join(", ")})`);
+  const windows = allWindows(rule);
+  if (!windows.some((w) => w.id === window)) {
+    throw new HttpError(400, `metric "${name}" has no window "${window}" (it has ${windows.map((w) => w.id).join(", ")})`);
   }
   const where = parseWhere(params.get("where"));
   const results = await node.query({ metric: name, window, from, to, where });
@@ -165,13 +169,14 @@ async function queryMetric(node: NodeApi, name: string, params: URLSearchParams)
 /**
  * Per minute of arrival: what was accepted and what became of it, from the exactly-once `_audit`
  * metric. `balanced` is the check a user runs: accepted = aggregated + unmatched + duplicates + dlq.
+ * `folded` (events folded into a metric's `__other__` series) is informational, outside it.
  */
 async function audit(node: NodeApi, params: URLSearchParams) {
   const { from, to } = timeRange(params);
   const results = await node.query({ metric: "_audit", window: "1m", from, to, where: {} });
   const minutes = new Map<number, Record<string, number | string | boolean>>();
   for (const r of results) {
-    const row = minutes.get(r.start) ?? { start: r.start, status: "final", accepted: 0, aggregated: 0, unmatched: 0, duplicates: 0, dlq: 0 };
+    const row = minutes.get(r.start) ?? { start: r.start, status: "final", accepted: 0, aggregated: 0, unmatched: 0, duplicates: 0, dlq: 0, folded: 0 };
     row[r.dims.counter!] = (r.values.count as number | null) ?? 0;
     if (r.status === "provisional") row.status = "provisional";
     minutes.set(r.start, row);
@@ -185,11 +190,12 @@ async function audit(node: NodeApi, params: URLSearchParams) {
 }
 
 /**
- * Without `window=`, a query gets the coarsest of the rule's tumbling windows whose boundaries
- * `from` and `to` fall on (fewest points for the same answer), else the finest window.
+ * Without `window=`, a query gets the coarsest of the rule's tumbling windows (rollups included)
+ * whose boundaries `from` and `to` fall on (fewest points for the same answer), else the finest
+ * window.
  */
-function coarsestWindow(rule: MetricRule, from: number, to: number): string {
-  const bySize = [...rule.windows].sort((a, b) => b.sizeMs - a.sizeMs);
+export function coarsestWindow(rule: MetricRule, from: number, to: number): string {
+  const bySize = allWindows(rule).sort((a, b) => b.sizeMs - a.sizeMs);
   const fits = bySize.find((w) => w.slideMs === w.sizeMs && to - from >= w.sizeMs && from % w.sizeMs === 0 && to % w.sizeMs === 0);
   return (fits ?? bySize[bySize.length - 1]!).id;
 }

@@ -5,7 +5,10 @@ import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard, type ShardState } from "../actors/window-shard.js";
 import { ActorSystem } from "../runtime/actor-system.js";
 import type { StateStore } from "../runtime/state-store.js";
-import { decodeMailbox } from "./mailbox-codec.js";
+import { shardOfKey } from "../actors/actor-keys.js";
+import type { WindowPartial } from "../actors/router.js";
+import { foldedAudit } from "./audit.js";
+import { decodeMailbox, encodeMailbox } from "./mailbox-codec.js";
 import { FencedError, type ShardStateLog, type ShardStateWriter } from "./shard-state-log.js";
 import { streams, subjects } from "./streams.js";
 import { SupervisedConsumer } from "./supervised-consumer.js";
@@ -28,6 +31,8 @@ export interface ShardDeps {
   jsm: JetStreamManager;
   store: StateStore;
   stateLog: ShardStateLog;
+  /** Shards of the cluster (fixed). */
+  shardCount: number;
   ruleOf(metric: string): MetricRule | undefined;
   sink: ResultSink;
   /** This node lost the shard to a newer owner (its state log was fenced): stop hosting it. */
@@ -140,9 +145,12 @@ export class HostedShard {
     const meta = (await this.localCheckpoint()).local;
     if (meta) this.window.restore(meta.shard);
     // Event-time timers are not stored: every window in the checkpoint gets its timers back.
+    // Event-time timers and the series admitted under a `maxSeries` are not stored either: both
+    // are rebuilt from the windows in the checkpoint (a base window also brings back the timers
+    // of the rollup windows above it, which may have no state yet).
     for await (const [key, bytes] of this.actors.storedStates()) {
-      const { metric, end, open } = storedWindowTimes(bytes);
-      this.window.schedule(key, metric, end, open);
+      const { end, open } = storedWindowTimes(bytes);
+      this.window.restoreWindow(key, end, open);
     }
     this.position = meta?.position ?? 0;
     this.lastCheckpointAt = Date.now();
@@ -154,7 +162,9 @@ export class HostedShard {
       if (m.seq <= this.position) continue;
       const message = decodeMailbox(m.data);
       if (message.type === "partials") this.window.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
-      else for (const [partition, mark] of message.marks) this.window.mark(partition, mark);
+      else if (message.type === "forwarded") this.window.applyForwarded(message.partials);
+      // Waits while rollup windows fire level by level: nothing after this mark may overtake it.
+      else for (const [partition, mark] of message.marks) await this.window.mark(partition, mark);
       this.position = m.seq;
       this.unacked = m;
     }
@@ -215,12 +225,39 @@ export class HostedShard {
     for await (const [key, value] of this.deps.store.scan(this.actors.prefix, this.actors.prefix + "\uffff")) yield [key, value];
   }
 
+  /** Events folded into `__other__` per metric by this shard (checkpointed with it). */
+  get foldedByMetric(): ReadonlyMap<string, number> {
+    return this.window.foldedByMetric;
+  }
+
   private newWindowShard(): WindowShard {
-    return new WindowShard(this.id, this.actors, (metric) => this.deps.ruleOf(metric) ?? { latenessMs: 0, horizonMs: 0 });
+    return new WindowShard(this.id, this.actors, (metric) => this.deps.ruleOf(metric) ?? { latenessMs: 0, horizonMs: 0 }, {
+      shardCount: this.deps.shardCount,
+      foldedAudit,
+      forward: (partials, id) => this.forward(partials, id),
+    });
+  }
+
+  /** Partials for other shards' windows go through their mailboxes, once: the id is stable across replays. */
+  private forward(partials: WindowPartial[], id: string): void {
+    const byShard = new Map<number, WindowPartial[]>();
+    for (const partial of partials) {
+      const shard = shardOfKey(partial.key, this.deps.shardCount);
+      byShard.set(shard, [...(byShard.get(shard) ?? []), partial]);
+    }
+    for (const [shard, list] of byShard) {
+      const body = encodeMailbox({ type: "forwarded", partials: list });
+      this.track(this.deps.js.publish(subjects.mailbox(shard), body, { msgID: `fwd:${id}:${shard}` }));
+    }
   }
 
   private emit(result: WindowResult): void {
-    const stored = this.deps.sink({ ...result, shard: this.id, epoch: this.epoch }).catch((e) => {
+    this.track(this.deps.sink({ ...result, shard: this.id, epoch: this.epoch }));
+  }
+
+  /** An output in flight: the next checkpoint waits until it is stored; a failure fails the shard. */
+  private track(output: Promise<unknown>): void {
+    const stored = output.catch((e) => {
       this.outboxFailure ??= e;
     });
     this.outbox.add(stored);

@@ -18,14 +18,16 @@ export type MailboxMessage =
       last: number;
       partials: WindowPartial[];
     }
-  | { type: "marks"; marks: [partition: number, PartitionMark][] };
+  | { type: "marks"; marks: [partition: number, PartitionMark][] }
+  /** Partials another shard produced for this one's windows, de-duplicated by their message id. */
+  | { type: "forwarded"; partials: WindowPartial[] };
 
 /**
  * JSON for now (partials always hold at least one value, so no infinities); aggregate states go
  * as base64 of their binary encoding. A binary envelope is a later step.
  */
 export function encodeMailbox(message: MailboxMessage): Uint8Array {
-  if (message.type === "partials") {
+  if (message.type === "partials" || message.type === "forwarded") {
     const partials = message.partials.map((p) => (p.states ? { ...p, states: encodeStates(p.states) } : p));
     return Buffer.from(JSON.stringify({ ...message, partials }));
   }
@@ -36,7 +38,7 @@ export function encodeMailbox(message: MailboxMessage): Uint8Array {
 
 export function decodeMailbox(bytes: Uint8Array): MailboxMessage {
   const message = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString());
-  if (message.type === "partials") return message as MailboxMessage;
+  if (message.type === "partials" || message.type === "forwarded") return message as MailboxMessage;
   return {
     type: "marks",
     marks: (message.marks as [number, number | null, boolean][]).map(([p, wm, idle]) => [p, { watermark: wm ?? -Infinity, idle }]),

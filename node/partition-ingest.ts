@@ -1,5 +1,5 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import { shardOf } from "../cluster/shards.js";
+import { shardOfKey } from "../actors/actor-keys.js";
 import type { Reject, TelemetryEvent, ValidationLimits } from "../actors/event.js";
 import { RecentIds } from "../actors/recent-ids.js";
 import { Outcome, type Router, type WindowPartial } from "../actors/router.js";
@@ -209,7 +209,7 @@ export class PartitionIngest {
       });
     }
     const byShard = routed.byShard;
-    for (const partial of audit.partials()) addTo(byShard, shardOf(partial.key, this.settings.shards), partial);
+    for (const partial of audit.partials()) addTo(byShard, shardOfKey(partial.key, this.settings.shards), partial);
     const publishes: Promise<unknown>[] = [fileRejects(this.js, rejects)];
     for (const [shard, partials] of byShard) {
       const body = encodeMailbox({ type: "partials", partition: this.partition, first, last, partials });

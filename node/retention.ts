@@ -1,4 +1,5 @@
 import { parseDuration } from "../actors/durations.js";
+import { allWindows } from "../actors/rollups.js";
 import type { MetricRule } from "../actors/rules.js";
 
 /**
@@ -35,7 +36,8 @@ export function keepFor(policy: RetentionPolicy, windowMs: number): number {
 export function expiredRanges(rules: readonly MetricRule[], policy: RetentionPolicy, now: number) {
   const out: { metric: string; window: string; cutoff: number }[] = [];
   for (const rule of rules) {
-    for (const window of rule.windows) {
+    // Rollup windows are kept by their own size, like windows routed directly.
+    for (const window of allWindows(rule)) {
       const keep = keepFor(policy, window.sizeMs);
       if (Number.isFinite(keep)) out.push({ metric: rule.name, window: window.id, cutoff: now - keep - window.sizeMs });
     }

@@ -34,6 +34,13 @@ export class ShardHost {
     return wm;
   }
 
+  /** Events folded into `__other__` per metric, over this node's shards. */
+  folded(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const shard of this.shards.values()) for (const [metric, n] of shard.foldedByMetric) out[metric] = (out[metric] ?? 0) + n;
+    return out;
+  }
+
   get activeWindows(): number {
     let n = 0;
     for (const shard of this.shards.values()) n += shard.actors.activeCount;

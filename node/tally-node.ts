@@ -176,6 +176,7 @@ export class TallyNode {
         jsm,
         store: this.store,
         stateLog: new ShardStateLog(this.js, jsm),
+        shardCount: s.shards,
         ruleOf: (metric) => this.known.get(metric),
         sink: (result) => this.publishResult(result),
         onFenced: (shard) => this.controller?.fenced(units.shard(shard)),
@@ -267,6 +268,7 @@ export class TallyNode {
       checkpoints: this.shardHost?.checkpoints ?? 0,
       moves: this.controller?.moves ?? 0,
       counters: this.counters,
+      folded: this.shardHost?.folded() ?? {},
       partitions: (this.partitionHost?.marks(now) ?? []).map(([partition, mark]) => ({ partition, ...mark })),
       shards: [...(this.shardHost?.shards.values() ?? [])].map((s) => ({
         shard: s.id,
@@ -330,6 +332,7 @@ export class TallyNode {
       shards: ownedShards.map((s) => s.id),
       watermark: finiteOrNull(this.watermark),
       lag: { partitions, shards, mailbox },
+      folded: this.shardHost?.folded() ?? {},
     };
   }
 

@@ -65,6 +65,11 @@ export class ActorSystem<M> {
     if (!activation.running) void this.drain(activation);
   }
 
+  /** Messages queued and not yet processed. */
+  get pendingCount(): number {
+    return this.pending;
+  }
+
   get activeCount(): number {
     return this.activations.size;
   }
@@ -144,6 +149,7 @@ export class ActorSystem<M> {
   }
 
   private activate(key: string): Activation<M> {
+    const generation = this.generation;
     const activation: Activation<M> = {
       key,
       queue: [],
@@ -153,6 +159,10 @@ export class ActorSystem<M> {
       timers: new Map(),
       context: {
         key,
+        send: (to, message) => {
+          // An activation left over from before a reset must not feed the new generation.
+          if (generation === this.generation) this.send(to, message);
+        },
         setTimer: (name, ms, message) => {
           const old = activation.timers.get(name);
           if (old) clearTimeout(old);

@@ -11,6 +11,11 @@ export interface Actor<M> {
 
 export interface ActorContext<M> {
   readonly key: string;
+  /**
+   * Queue `message` for another actor of the same system (activating it if needed). It counts
+   * as pending work like any other message, so `idle()` (and so a checkpoint) waits for it.
+   */
+  send(key: string, message: M): void;
   /** Deliver `message` to this actor after `ms`. A timer with the same name is replaced. */
   setTimer(name: string, ms: number, message: M): void;
   cancelTimer(name: string): void;

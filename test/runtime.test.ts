@@ -5,7 +5,13 @@ import { ActorSystem } from "../runtime/actor-system.js";
 import { RocksStateStore } from "../runtime/state-store.js";
 import { tempDir } from "./harness.js";
 
-type Msg = { type: "add"; n: number; slow?: boolean } | { type: "done" } | { type: "tick" } | { type: "arm"; ms: number };
+type Msg =
+  | { type: "add"; n: number; slow?: boolean }
+  | { type: "done" }
+  | { type: "tick" }
+  | { type: "arm"; ms: number }
+  /** Adds `n`, then passes `n` on along `to` (one hop per actor). */
+  | { type: "relay"; n: number; to: string[] };
 
 /** A counter that records the order it saw messages in, and whether two ever overlapped. */
 class Counter implements Actor<Msg> {
@@ -25,6 +31,11 @@ class Counter implements Actor<Msg> {
     } else if (msg.type === "done") ctx.passivate();
     else if (msg.type === "arm") ctx.setTimer("t", msg.ms, { type: "tick" });
     else if (msg.type === "tick") this.ticks++;
+    else if (msg.type === "relay") {
+      this.total += msg.n;
+      const [next, ...rest] = msg.to;
+      if (next) ctx.send(next, rest.length > 0 ? { type: "relay", n: msg.n, to: rest } : { type: "add", n: msg.n, slow: true });
+    }
     this.busy = false;
   }
   snapshot() {
@@ -117,6 +128,26 @@ test("reset rolls every actor back to the last checkpoint", () =>
     assert.equal(kind.live.get("r")!.total, 10);
     assert.equal(kind.live.get("t")!.total, 0);
     await system.stop();
+  }));
+
+test("an actor's messages to other actors count as pending work: idle and checkpoint cover them", () =>
+  withStore(async (store) => {
+    // "c" and "d" are activated from the store (an asynchronous read) while the chain runs.
+    await store.write([["actor/counter/c", Buffer.from("100")], ["actor/counter/d", Buffer.from("1000")]]);
+    const system = new ActorSystem(kind, store);
+    system.send("a", { type: "relay", n: 2, to: ["b", "c", "d"] });
+    system.send("a", { type: "relay", n: 3, to: ["c"] });
+    await system.checkpoint([["position", Buffer.from("9")]]);
+    const stored = async (key: string) => Buffer.from((await store.get(`actor/counter/${key}`))!).toString();
+    assert.deepEqual(await Promise.all(["a", "b", "c", "d"].map(stored)), ["5", "2", "105", "1002"]);
+
+    // A reset drops what an actor of the old generation still sends.
+    system.send("a", { type: "relay", n: 1, to: ["e"] });
+    system.reset();
+    await system.idle();
+    assert.equal(system.activeCount, 0);
+    await system.stop();
+    assert.equal(await store.get("actor/counter/e"), undefined);
   }));
 
 test("timers deliver their message to the actor", () =>

@@ -155,10 +155,10 @@ test("window lifecycle: provisional while open, final past end + lateness, corre
   await system.idle();
   assert.equal(emitted.length, 1);
 
-  shard.mark(0, { watermark: t0 + minute + 29_999, idle: false }); // not yet past end + lateness
+  await shard.mark(0, { watermark: t0 + minute + 29_999, idle: false }); // not yet past end + lateness
   await system.idle();
   assert.equal(emitted.length, 1);
-  shard.mark(0, { watermark: t0 + minute + 30_000, idle: false });
+  await shard.mark(0, { watermark: t0 + minute + 30_000, idle: false });
   await system.idle();
   const final = emitted.at(-1)!;
   assert.deepEqual([final.status, final.revision, final.values, final.lateCount], ["final", 1, { count: 2, sum: 12, max: 7 }, 0]);
@@ -174,7 +174,7 @@ test("window lifecycle: provisional while open, final past end + lateness, corre
   assert.ok(await store.get(`actor/window/${final.key}`), "kept within the horizon");
 
   // Past end + lateness + horizon (+ the purge margin) the window's state is forgotten.
-  shard.mark(0, { watermark: t0 + minute + 30_000 + 3_600_000 + purgeMarginMs, idle: false });
+  await shard.mark(0, { watermark: t0 + minute + 30_000 + 3_600_000 + purgeMarginMs, idle: false });
   await system.checkpoint();
   assert.equal(await store.get(`actor/window/${final.key}`), undefined);
   assert.equal(emitted.at(-1), corrected, "purging emits nothing");
@@ -194,15 +194,15 @@ test("a shard drops a replayed router batch, and its watermark and applied batch
   assert.equal(shard.applyBatch("3", 100, partials), false, "the same batch again");
   assert.equal(shard.applyBatch("3", 90, partials), false, "an older batch");
   assert.equal(shard.applyBatch("4", 100, partials), true, "another partition's batch");
-  shard.mark(4, { watermark: t0 + 20_000, idle: false });
-  shard.mark(3, { watermark: t0 + 30_000, idle: false });
+  await shard.mark(4, { watermark: t0 + 20_000, idle: false });
+  await shard.mark(3, { watermark: t0 + 30_000, idle: false });
   const restored = new WindowShard(0, system, () => ({ latenessMs: 0, horizonMs: 0 }));
   restored.restore(JSON.parse(JSON.stringify(shard.save())));
   assert.equal(restored.watermark, t0 + 20_000);
   assert.equal(restored.applyBatch("3", 100, partials), false);
-  restored.schedule(partials[0]!.key, "m", t0 + minute, true);
-  restored.mark(4, { watermark: t0 + minute, idle: false });
-  restored.mark(3, { watermark: t0 + minute, idle: false });
+  restored.schedule(partials[0]!.key, t0 + minute, true);
+  await restored.mark(4, { watermark: t0 + minute, idle: false });
+  await restored.mark(3, { watermark: t0 + minute, idle: false });
   await system.idle();
   const final = emitted.find((r) => r.status === "final")!;
   assert.equal(final.eventCount, 2);

@@ -22,12 +22,34 @@ function quantile(name: string, match: RegExpExecArray): Aggregation<DDSketch> {
     needsValue: true,
     init: () => new DDSketch({ relativeAccuracy: quantileRelativeAccuracy }),
     add: (sketch, value) => sketch.accept(value!),
-    merge: (into, from) => (into.merge(from), into),
+    merge: mergeSketches,
     result: (sketch) => (sketch.count === 0 ? null : sketch.getValueAtQuantile(p / 100)),
     encode: (sketch) => sketch.toProto(),
-    decode: (bytes) => DDSketch.fromProto(bytes),
+    // Into a sketch with this process's own mapping: one decoded as it comes reads quantiles a few
+    // floating-point bits off, so a result would depend on whether its window was ever passivated.
+    decode: (bytes) => mergeSketches(new DDSketch({ relativeAccuracy: quantileRelativeAccuracy }), DDSketch.fromProto(bytes)),
   };
 }
+
+/**
+ * `DDSketch.merge` of sketches-js 2.1.1 merges only the positive store of two non-empty sketches:
+ * negative values of `from` are lost while the count still includes them, so quantiles come out
+ * wrong (DataDog/sketches-js#22). Merge the negative store too, unless the library already does.
+ */
+function mergeSketches(into: DDSketch, from: DDSketch): DDSketch {
+  const both = into.count > 0 && from.count > 0;
+  into.merge(from);
+  if (both && !libraryMergesNegatives) into.negativeStore.merge(from.negativeStore);
+  return into;
+}
+
+const libraryMergesNegatives = (() => {
+  const [a, b] = [new DDSketch(), new DDSketch()];
+  a.accept(-1);
+  b.accept(-1);
+  a.merge(b);
+  return a.negativeStore.count === 2;
+})();
 
 /**
  * `hist`: counts per bucket for the dashboard, on a 1-2-5 scale (…, 0.5, 1, 2, 5, 10, 20, …),

@@ -1,0 +1,41 @@
+import { shardOf } from "../cluster/shards.js";
+
+/**
+ * A window actor's key: `metric\twindow\tstart\tdimsJSON`. Unambiguous for any dimension values
+ * (metric names and window ids hold no tab, and JSON escapes one inside a string).
+ */
+export function actorKey(metric: string, window: string, start: number, dimsId: string): string {
+  return `${metric}\t${window}\t${start}\t${dimsId}`;
+}
+
+export interface ActorKeyParts {
+  metric: string;
+  window: string;
+  start: number;
+  /** The JSON array of the series' dimension values, in the rule's `groupBy` order. */
+  dimsId: string;
+}
+
+export function parseActorKey(key: string): ActorKeyParts {
+  const a = key.indexOf("\t");
+  const b = key.indexOf("\t", a + 1);
+  const c = key.indexOf("\t", b + 1);
+  if (a < 0 || b < 0 || c < 0) throw new Error(`not a window actor key: ${JSON.stringify(key)}`);
+  return { metric: key.slice(0, a), window: key.slice(a + 1, b), start: Number(key.slice(b + 1, c)), dimsId: key.slice(c + 1) };
+}
+
+/**
+ * What a window actor is sharded by: its series (metric and dimensions), not its window. Every
+ * window of a series lives in one shard, so a minute can hand its state to its hour and day
+ * (rollups) without leaving the shard, and a shard can count the series of a window it admits
+ * (cardinality limits).
+ */
+export function seriesShardKey(key: string): string {
+  const { metric, dimsId } = parseActorKey(key);
+  return `${metric}\t${dimsId}`;
+}
+
+/** The shard of a window actor key. */
+export function shardOfKey(key: string, shardCount: number): number {
+  return shardOf(seriesShardKey(key), shardCount);
+}
