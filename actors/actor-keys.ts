@@ -14,6 +14,8 @@ export interface ActorKeyParts {
   start: number;
   /** The JSON array of the series' dimension values, in the rule's `groupBy` order. */
   dimsId: string;
+  /** A salted sub-window of a hot series: which of its sub-actors (README, "Hot keys"). */
+  salt?: number;
 }
 
 export function parseActorKey(key: string): ActorKeyParts {
@@ -21,7 +23,22 @@ export function parseActorKey(key: string): ActorKeyParts {
   const b = key.indexOf("\t", a + 1);
   const c = key.indexOf("\t", b + 1);
   if (a < 0 || b < 0 || c < 0) throw new Error(`not a window actor key: ${JSON.stringify(key)}`);
-  return { metric: key.slice(0, a), window: key.slice(a + 1, b), start: Number(key.slice(b + 1, c)), dimsId: key.slice(c + 1) };
+  // JSON escapes a tab inside a string, so a fourth tab can only start a salt.
+  const d = key.indexOf("\t", c + 1);
+  const parts: ActorKeyParts = { metric: key.slice(0, a), window: key.slice(a + 1, b), start: Number(key.slice(b + 1, c)), dimsId: key.slice(c + 1, d < 0 ? undefined : d) };
+  if (d >= 0) parts.salt = Number(key.slice(d + 2));
+  return parts;
+}
+
+/** The key of sub-actor `salt` of a hot series' window `key`. */
+export function saltedKey(key: string, salt: number): string {
+  return `${key}\t#${salt}`;
+}
+
+/** The window a salted sub-actor key belongs to (the key itself if not salted). */
+export function unsaltedKey(key: string): string {
+  const { metric, window, start, dimsId } = parseActorKey(key);
+  return actorKey(metric, window, start, dimsId);
 }
 
 /**
@@ -31,8 +48,9 @@ export function parseActorKey(key: string): ActorKeyParts {
  * (cardinality limits).
  */
 export function seriesShardKey(key: string): string {
-  const { metric, dimsId } = parseActorKey(key);
-  return `${metric}\t${dimsId}`;
+  const { metric, dimsId, salt } = parseActorKey(key);
+  // A hot series' sub-actors live elsewhere than the series (and than each other, mostly).
+  return salt === undefined ? `${metric}\t${dimsId}` : `${metric}\t${dimsId}\t#${salt}`;
 }
 
 /** The shard of a window actor key. */

@@ -29,6 +29,8 @@ export function addValue(agg: BasicAgg, value: number): void {
 }
 
 export function mergeAgg(into: BasicAgg, from: BasicAgg): void {
+  // An empty partial (a marker) has no min or max: ±Infinity here, null once it went through JSON.
+  if (from.count === 0) return;
   into.count += from.count;
   into.sum += from.sum;
   if (from.min < into.min) into.min = from.min;

@@ -52,8 +52,11 @@ export class HotKeyDetector {
     this.series.get(`${metric}\t${dimsId}`)!.hot = true;
   }
 
-  /** Closes the current one-second bucket once it is over and returns what changed. */
-  check(now: number): HotKeyVerdicts {
+  /**
+   * Closes the current one-second bucket once it is over and returns what changed, for the
+   * series `decidesHere` accepts (the others are measured, not judged: another node decides).
+   */
+  check(now: number, decidesHere: (metric: string, dimsId: string) => boolean = () => true): HotKeyVerdicts {
     const verdicts: HotKeyVerdicts = { hot: [], cool: [] };
     const elapsed = now - this.bucketStart;
     if (elapsed < 1_000) return verdicts;
@@ -61,6 +64,7 @@ export class HotKeyDetector {
     for (const [id, s] of this.series) {
       s.rate = (s.count * 1_000) / elapsed;
       s.count = 0;
+      if (!decidesHere(s.metric, s.dimsId)) continue;
       if (!s.hot && s.rate >= this.policy.thresholdPerSec) {
         s.hot = true;
         s.quietSince = undefined;

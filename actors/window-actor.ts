@@ -1,7 +1,7 @@
 import type { Actor, ActorContext, ActorKind } from "../runtime/actor.js";
 import { aggValues, emptyAgg, isBasicAggregate, mergeAgg, type BasicAgg } from "./aggregates.js";
 import { resolveAggregation, type ResultValue } from "./aggregations/aggregation.js";
-import { actorKey, parseActorKey } from "./actor-keys.js";
+import { actorKey, parseActorKey, unsaltedKey } from "./actor-keys.js";
 import { parentWindow } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import type { MetricRule } from "./rules.js";
@@ -20,11 +20,18 @@ export type WindowMessage =
   /** The provisional throttle elapsed (a processing-time timer). */
   | { type: "emit" }
   /** The watermark passed the window's correction horizon: its state can go. */
-  | { type: "purge" };
+  | { type: "purge" }
+  /** A salted sub-actor hands what it gathered since the last tick to its window (the shard's watermark cadence). */
+  | { type: "tick" };
 
 export interface WindowActorEnv {
   rule(metric: string): MetricRule | undefined;
   emit(result: WindowResult): void;
+  /**
+   * A salted sub-actor's hand-over to its window, which lives in another shard: sent exactly once
+   * under `id` (stable across replays).
+   */
+  forward?(partial: WindowPartial, id: string): void;
   /** Minimum spacing of provisional results and of corrections. */
   emitIntervalMs: number;
   now(): number;
@@ -38,6 +45,16 @@ interface WindowState extends WindowIdentity {
   revision: number;
   lateCount: number;
   watermark: number;
+  /** A hot series' window: the sub-actors it waits for, the last hand-over seen from each (by sub-actor life), those done. */
+  subs?: { expect: number[]; seen: Record<string, number>; done: number[] };
+  /** Finer windows of this rollup window that are due but still wait for their sub-actors: this one waits for them. */
+  holds?: string[];
+  /** Due (its timer fired, or it arrived after its time) and waiting for sub-actors or held windows. */
+  awaiting?: boolean;
+  /** A salted sub-actor: hand-overs made so far (its state holds only what is not handed over yet). */
+  handed?: number;
+  /** A salted sub-actor: the shard watermark it was created at, which tells its lives apart (one may follow a purge). */
+  born?: number;
 }
 
 /**
@@ -56,14 +73,19 @@ export class WindowActor implements Actor<WindowMessage> {
   private changed = false;
   private emitPending = false;
   private lastEmitAt = -Infinity;
+  /** Which sub-actor of a hot series' window this is, if it is one. */
+  private readonly salt?: number;
 
   constructor(
     private readonly key: string,
     private state: WindowState | undefined,
     private readonly env: WindowActorEnv,
-  ) {}
+  ) {
+    this.salt = parseActorKey(key).salt;
+  }
 
   receive(message: WindowMessage, ctx: ActorContext<WindowMessage>): void {
+    if (this.salt !== undefined) return this.receiveAsSub(message, ctx);
     switch (message.type) {
       case "partial":
         return this.onPartial(message.partial, message.watermark, message.onTime === true, ctx);
@@ -76,18 +98,68 @@ export class WindowActor implements Actor<WindowMessage> {
       case "purge":
         if (this.state && this.state.status !== "open") this.state = undefined;
         return ctx.passivate();
+      case "tick":
+        return;
     }
   }
 
-  snapshot(): Uint8Array | undefined {
-    if (!this.state) return undefined;
-    const { agg, states, ...rest } = this.state;
-    const stored = { ...rest, agg: agg.count ? agg : { count: 0, sum: 0 }, states: encodeStates(states) };
-    return Buffer.from(JSON.stringify(stored));
+  /**
+   * A salted sub-actor (README, "Hot keys") merges its share of a hot series' window and hands
+   * it to the window: what it gathered at every tick (the shard's watermark cadence, so the same
+   * on a replay), everything left with `done` when its own timer fires, and each late partial
+   * after that as it comes. It emits no results of its own.
+   */
+  private receiveAsSub(message: WindowMessage, ctx: ActorContext<WindowMessage>): void {
+    switch (message.type) {
+      case "partial": {
+        const state = (this.state ??= { ...this.newState(message.partial, message.watermark), born: message.watermark });
+        this.merge(message.partial);
+        if (state.status !== "open") return this.handOver(true, ctx);
+        const closesAt = state.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
+        if (message.watermark >= closesAt) {
+          state.status = "final";
+          return this.handOver(true, ctx);
+        }
+        return;
+      }
+      case "tick":
+        if (this.state?.status === "open" && this.state.agg.count > 0) this.handOver(false, ctx);
+        return;
+      case "fire":
+        if (!this.state || this.state.status !== "open") return;
+        this.state.status = "final";
+        return this.handOver(true, ctx);
+      case "emit":
+        return;
+      case "purge":
+        this.state = undefined;
+        return ctx.passivate();
+    }
   }
 
-  private onPartial(partial: WindowPartial, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {
-    const state = (this.state ??= {
+  private handOver(done: boolean, ctx: ActorContext<WindowMessage>): void {
+    const state = this.state!;
+    const n = (state.handed = (state.handed ?? 0) + 1);
+    const key = unsaltedKey(this.key);
+    const partial: WindowPartial = {
+      key,
+      metric: state.metric,
+      window: state.window,
+      start: state.start,
+      end: state.end,
+      dims: state.dims,
+      agg: state.agg,
+      states: encodeStates(state.states),
+      fromSub: { salt: this.salt!, n, done, born: state.born ?? state.watermark },
+    };
+    state.agg = emptyAgg();
+    state.states = {};
+    this.env.forward!(partial, `${this.key}@${partial.fromSub!.born}#${n}`);
+    if (state.status !== "open") ctx.passivate();
+  }
+
+  private newState(partial: WindowPartial, watermark: number): WindowState {
+    return {
       metric: partial.metric,
       window: partial.window,
       start: partial.start,
@@ -99,7 +171,66 @@ export class WindowActor implements Actor<WindowMessage> {
       revision: 0,
       lateCount: 0,
       watermark,
-    });
+    };
+  }
+
+  private merge(partial: WindowPartial): void {
+    const state = this.state!;
+    mergeAgg(state.agg, partial.agg);
+    for (const [stateKey, incoming] of Object.entries(partial.states ?? {})) {
+      const aggregation = resolveAggregation(stateKey);
+      const from = decodeState(aggregation, incoming);
+      state.states[stateKey] = stateKey in state.states ? aggregation.merge(state.states[stateKey], from) : from;
+    }
+  }
+
+  /**
+   * A hot series' window hears which sub-actors have its events (router markers) and what they
+   * hand over; a rollup window hears which finer windows it must wait for (holds). Returns false
+   * for a hand-over already taken (a replay).
+   */
+  private track(partial: WindowPartial): boolean {
+    const state = this.state!;
+    if (partial.hold && !(state.holds ??= []).includes(partial.hold)) state.holds.push(partial.hold);
+    if (partial.release && state.holds) state.holds = state.holds.filter((k) => k !== partial.release);
+    if (!partial.salts && !partial.fromSub) return true;
+    const subs = (state.subs ??= { expect: [], seen: {}, done: [] });
+    for (const salt of partial.salts ?? []) if (!subs.expect.includes(salt)) subs.expect.push(salt);
+    const from = partial.fromSub;
+    if (!from) return true;
+    const life = `${from.salt}@${from.born}`;
+    if (from.n <= (subs.seen[life] ?? 0)) return false;
+    subs.seen[life] = from.n;
+    if (!subs.expect.includes(from.salt)) subs.expect.push(from.salt);
+    if (from.done && !subs.done.includes(from.salt)) subs.done.push(from.salt);
+    return true;
+  }
+
+  /** Something this window must wait for before it is final: a sub-actor not done, or a held finer window. */
+  private waiting(): boolean {
+    const { subs, holds } = this.state!;
+    return (!!subs && !subs.expect.every((salt) => subs.done.includes(salt))) || (holds?.length ?? 0) > 0;
+  }
+
+  /** Due, but it must wait: so must the rollup window above it (it fires at the same watermark or later). */
+  private await(watermark: number, ctx: ActorContext<WindowMessage>): void {
+    if (this.state!.awaiting) return;
+    this.state!.awaiting = true;
+    this.handUp({ agg: emptyAgg(), hold: this.key }, watermark, true, ctx);
+  }
+
+  snapshot(): Uint8Array | undefined {
+    if (!this.state) return undefined;
+    const { agg, states, ...rest } = this.state;
+    const stored = { ...rest, agg: agg.count ? agg : { count: 0, sum: 0 }, states: encodeStates(states) };
+    return Buffer.from(JSON.stringify(stored));
+  }
+
+  private onPartial(partial: WindowPartial, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {
+    const state = (this.state ??= this.newState(partial, watermark));
+    if (!this.track(partial)) return;
+    // A marker or an empty last hand-over changes nothing: no correction for it.
+    if (partial.agg.count === 0 && state.status !== "open") return;
     state.watermark = Math.max(state.watermark, watermark);
     // A late partial goes up as it came: copied before merging, which may keep the objects it is given.
     const delta = state.status !== "open" ? { agg: { ...partial.agg }, states: encodeStates(partial.states ?? {}) } : undefined;
@@ -110,10 +241,14 @@ export class WindowActor implements Actor<WindowMessage> {
       state.states[stateKey] = stateKey in state.states ? aggregation.merge(state.states[stateKey], from) : from;
     }
     const closesAt = state.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
-    if (state.status === "open" && !onTime && watermark >= closesAt) {
+    if (state.status === "open" && state.awaiting) {
+      // Due, and waiting for sub-actors' last shares or finer windows: final once the last is in.
+      if (!this.waiting()) return this.finalize(ctx, watermark, true);
+    } else if (state.status === "open" && !onTime && watermark >= closesAt) {
       // The whole window arrived after its time: it becomes final at once, all of it late.
       state.lateCount += partial.agg.count;
-      return this.finalize(ctx, watermark, false);
+      if (!this.waiting()) return this.finalize(ctx, watermark, false);
+      this.await(watermark, ctx);
     }
     if (delta) {
       // A correction goes out at once, one revision per late partial, so a replay after a crash
@@ -136,6 +271,7 @@ export class WindowActor implements Actor<WindowMessage> {
   private onFire(watermark: number, ctx: ActorContext<WindowMessage>) {
     if (!this.state || this.state.status !== "open") return;
     this.state.watermark = Math.max(this.state.watermark, watermark);
+    if (this.waiting()) return this.await(watermark, ctx);
     this.finalize(ctx, watermark, true);
   }
 
@@ -146,12 +282,14 @@ export class WindowActor implements Actor<WindowMessage> {
     this.emitPending = false;
     ctx.cancelTimer("emit");
     this.send();
-    this.handUp({ agg: { ...state.agg }, states: encodeStates(state.states) }, watermark, onTime, ctx);
+    // `release`: if it held the window above, that one need not wait for it any more.
+    this.handUp({ agg: { ...state.agg }, states: encodeStates(state.states), release: state.awaiting ? this.key : undefined }, watermark, onTime, ctx);
+    state.awaiting = undefined;
     ctx.passivate();
   }
 
   /** Hands a contribution up to the next coarser window of this series, if the rule rolls this window up. */
-  private handUp(content: Pick<WindowPartial, "agg" | "states">, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {
+  private handUp(content: Pick<WindowPartial, "agg" | "states" | "hold" | "release">, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {
     const state = this.state!;
     const rule = this.env.rule(state.metric);
     const up = rule && parentWindow(rule, state.window, state.start);
@@ -164,6 +302,8 @@ export class WindowActor implements Actor<WindowMessage> {
   private send() {
     const state = this.state!;
     this.changed = false;
+    // A hot series' window that so far only heard which sub-actors have its events has nothing to show.
+    if (state.agg.count === 0 && state.status === "open") return;
     this.lastEmitAt = this.env.now();
     const rule = this.env.rule(state.metric);
     this.env.emit({

@@ -59,6 +59,8 @@ export class WindowShard {
   private readonly fires: EventTimeTimers[] = [];
   private readonly purges = new EventTimeTimers();
   private readonly admission = new SeriesAdmission();
+  /** Open salted sub-actors: each gets a tick at every watermark step, to hand over what it gathered. */
+  private readonly subs = new Set<string>();
   /** Events folded into `__other__` per metric, since the shard's state began (checkpointed). */
   private readonly folded = new Map<string, number>();
   private readonly shardCount: number;
@@ -112,9 +114,14 @@ export class WindowShard {
    * first base partial. Also rebuilds them after a restart (`restoreWindow`).
    */
   schedule(key: string, end: number, open: boolean): void {
-    const { metric, window, start, dimsId } = parseActorKey(key);
+    const { metric, window, start, dimsId, salt } = parseActorKey(key);
     const rule = this.timing(metric);
     this.timers(key, end, open, rule, rollupLevel(rule, window));
+    // A salted sub-actor hands its share to its window, which rolls up: it has no rollups of its own.
+    if (salt !== undefined) {
+      if (open) this.subs.add(key);
+      return;
+    }
     for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
       this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id));
     }
@@ -149,8 +156,9 @@ export class WindowShard {
     const groupBy = rule.groupBy ?? [];
     if (rule.maxSeries === undefined || groupBy.length === 0) return [partial];
     const other = otherDims(groupBy);
-    const { dimsId } = parseActorKey(partial.key);
-    if (dimsId === other.dimsId) return [partial];
+    const { dimsId, salt } = parseActorKey(partial.key);
+    // A hot series' sub-actors share its admission (its window's marker partial is admitted).
+    if (dimsId === other.dimsId || salt !== undefined) return [partial];
     const quota = seriesQuota(rule.maxSeries, this.id, this.shardCount);
     if (this.admission.admit(this.windowsOf(partial.key, partial.end, rule), dimsId, quota)) return [partial];
     this.folded.set(partial.metric, (this.folded.get(partial.metric) ?? 0) + partial.agg.count);
@@ -192,6 +200,14 @@ export class WindowShard {
    * handed its final state up) the first rollups, then the next. The last minute of an hour is due
    * at the same watermark as the hour, and the hour must not finalize without it.
    */
+  /**
+   * Salted sub-actors hand over what they gathered: called for every watermark message in the
+   * mailbox (a fixed cadence, and the same on a replay).
+   */
+  tick(): void {
+    for (const key of this.subs) this.actors.send(key, { type: "tick" });
+  }
+
   async mark(partition: number, mark: PartitionMark): Promise<void> {
     this.marks.set(partition, mark);
     const active = [...this.marks.values()].filter((m) => !m.idle);
@@ -203,7 +219,10 @@ export class WindowShard {
       const due = [...(this.fires[level]?.due(next) ?? [])];
       if (due.length === 0) continue;
       if (level > 0) await this.actors.idle();
-      for (const key of due) this.actors.send(key, { type: "fire", watermark: next });
+      for (const key of due) {
+        this.subs.delete(key);
+        this.actors.send(key, { type: "fire", watermark: next });
+      }
     }
     for (const key of this.purges.due(next)) this.actors.send(key, { type: "purge" });
     this.admission.advance(next);

@@ -24,6 +24,7 @@ const usage = `tally: real-time event-time aggregation on NATS
       --checkpoint-interval 1s --emit-interval 250ms --event-retention 7d
       --retention 1m=30d,1h=1y,1d=forever (aggregates kept, by window size)
   cluster (node): --replicas 1 (3 on a 3-server NATS cluster) --heartbeat-ttl 5s --rebalance-interval 1s --max-moves 4
+      --hot-threshold 50000 (events/s into one series) --hot-salts 4 --hot-cool-after 1m
   tally simulate --nats URL [--robots N] [--interval MS] [--batch]
       the robot-fleet simulator
   tally status --nats URL [--json]
@@ -118,6 +119,9 @@ const tuningOptions = {
   "heartbeat-ttl": { type: "string" },
   "rebalance-interval": { type: "string" },
   "max-moves": { type: "string" },
+  "hot-threshold": { type: "string" },
+  "hot-salts": { type: "string" },
+  "hot-cool-after": { type: "string" },
 } as const;
 
 type DurationFlag =
@@ -128,8 +132,9 @@ type DurationFlag =
   | "emit-interval"
   | "event-retention"
   | "heartbeat-ttl"
-  | "rebalance-interval";
-type CountFlag = "replicas" | "max-moves";
+  | "rebalance-interval"
+  | "hot-cool-after";
+type CountFlag = "replicas" | "max-moves" | "hot-threshold" | "hot-salts";
 
 function tuning(values: Partial<Record<DurationFlag | CountFlag | "retention", string>>): Partial<NodeOptions> {
   const count = (name: CountFlag) => {
@@ -160,6 +165,9 @@ function tuning(values: Partial<Record<DurationFlag | CountFlag | "retention", s
     maxMovesPerRound: count("max-moves"),
     heartbeatTtlMs: duration("heartbeat-ttl"),
     rebalanceIntervalMs: duration("rebalance-interval"),
+    hotThresholdPerSec: count("hot-threshold"),
+    hotSalts: count("hot-salts"),
+    hotCoolAfterMs: duration("hot-cool-after"),
   };
 }
 

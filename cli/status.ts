@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import { Membership } from "../cluster/membership.js";
+import { HotKeysStore } from "../node/hot-keys-store.js";
 import { UsageError } from "./args.js";
 
 /** `tally status --nats URL [--json]`: the cluster's nodes, what each owns, its lag and watermark. */
@@ -10,8 +11,9 @@ export async function status(args: string[]): Promise<void> {
   const nc = await connect({ servers: values.nats.split(","), name: "tally-status" });
   try {
     const members = await (await Membership.open(nc)).members();
+    const hot = await (await HotKeysStore.open(nc)).list();
     if (values.json) {
-      console.log(JSON.stringify({ nodes: members }, null, 2));
+      console.log(JSON.stringify({ nodes: members, hotKeys: hot }, null, 2));
       return;
     }
     if (members.length === 0) console.log("no live nodes");
@@ -29,6 +31,10 @@ export async function status(args: string[]): Promise<void> {
       if (shardsBehind.length > 0) console.log(`  lagging shards: ${shardsBehind.map(([s, n]) => `${s}:${n}`).join(" ")}`);
       const folded = Object.entries(m.folded ?? {});
       if (folded.length > 0) console.log(`  folded into __other__ (maxSeries): ${folded.map(([metric, n]) => `${metric}:${n}`).join(" ")}`);
+    }
+    for (const h of hot) {
+      const state = h.until !== undefined && h.until <= now ? `cooled ${new Date(h.until).toISOString()}` : now < h.from ? `salting from ${new Date(h.from).toISOString()}` : `salted since ${new Date(h.from).toISOString()}`;
+      console.log(`hot key ${h.metric} ${h.dimsId}: ${h.salts} sub-actors, ${state} (${h.reason}${h.rate !== undefined ? `, ${h.rate} events/s` : ""})`);
     }
   } finally {
     await nc.close();

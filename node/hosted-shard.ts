@@ -5,7 +5,8 @@ import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard, type ShardState } from "../actors/window-shard.js";
 import { ActorSystem } from "../runtime/actor-system.js";
 import type { StateStore } from "../runtime/state-store.js";
-import { shardOfKey } from "../actors/actor-keys.js";
+import { createHash } from "node:crypto";
+import { parseActorKey, shardOfKey } from "../actors/actor-keys.js";
 import type { WindowPartial } from "../actors/router.js";
 import { foldedAudit } from "./audit.js";
 import { decodeMailbox, encodeMailbox } from "./mailbox-codec.js";
@@ -37,6 +38,8 @@ export interface ShardDeps {
   sink: ResultSink;
   /** This node lost the shard to a newer owner (its state log was fenced): stop hosting it. */
   onFenced(shard: number): void;
+  /** Events arriving for a series (its window's partials and its sub-actors' hand-overs): the hot-key detector's input. */
+  observe?(metric: string, dimsId: string, events: number): void;
   log(message: string): void;
 }
 
@@ -79,6 +82,7 @@ export class HostedShard {
       windowActorKind({
         rule: (metric) => deps.ruleOf(metric),
         emit: (result) => this.emit(result),
+        forward: (partial, id) => this.forward([partial], `sub:${createHash("sha1").update(id).digest("base64url")}`),
         emitIntervalMs: settings.emitIntervalMs,
         now: Date.now,
       }),
@@ -161,10 +165,14 @@ export class HostedShard {
     for (const m of batch) {
       if (m.seq <= this.position) continue;
       const message = decodeMailbox(m.data);
+      if (message.type !== "marks" && this.deps.observe) this.observe(message.partials);
       if (message.type === "partials") this.window.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
       else if (message.type === "forwarded") this.window.applyForwarded(message.partials);
       // Waits while rollup windows fire level by level: nothing after this mark may overtake it.
-      else for (const [partition, mark] of message.marks) await this.window.mark(partition, mark);
+      else {
+        for (const [partition, mark] of message.marks) await this.window.mark(partition, mark);
+        this.window.tick();
+      }
       this.position = m.seq;
       this.unacked = m;
     }
@@ -223,6 +231,14 @@ export class HostedShard {
   /** Every stored entry of this shard: what a log snapshot holds. */
   private async *localEntries(): AsyncIterable<[string, Uint8Array]> {
     for await (const [key, value] of this.deps.store.scan(this.actors.prefix, this.actors.prefix + "\uffff")) yield [key, value];
+  }
+
+  private observe(partials: WindowPartial[]): void {
+    for (const p of partials) {
+      if (p.agg.count === 0 || p.metric.startsWith("_")) continue;
+      const { dimsId, salt } = parseActorKey(p.key);
+      if (salt === undefined) this.deps.observe!(p.metric, dimsId, p.agg.count);
+    }
   }
 
   /** Events folded into `__other__` per metric by this shard (checkpointed with it). */

@@ -38,7 +38,14 @@ export function encodeMailbox(message: MailboxMessage): Uint8Array {
 
 export function decodeMailbox(bytes: Uint8Array): MailboxMessage {
   const message = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString());
-  if (message.type === "partials" || message.type === "forwarded") return message as MailboxMessage;
+  if (message.type === "partials" || message.type === "forwarded") {
+    // An empty partial's ±Infinity travelled as null.
+    for (const p of message.partials as WindowPartial[]) {
+      if (p.agg.min === null) p.agg.min = Infinity;
+      if (p.agg.max === null) p.agg.max = -Infinity;
+    }
+    return message as MailboxMessage;
+  }
   return {
     type: "marks",
     marks: (message.marks as [number, number | null, boolean][]).map(([p, wm, idle]) => [p, { watermark: wm ?? -Infinity, idle }]),

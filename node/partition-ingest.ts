@@ -174,7 +174,7 @@ export class PartitionIngest {
     }
 
     // Lateness is judged against the watermark before this batch: the same on a replay.
-    const routed = this.router.route(events, this.maxEventTime - this.settings.outOfOrdernessMs, arrivals);
+    const routed = this.router.route(events, this.maxEventTime - this.settings.outOfOrdernessMs, arrivals, this.partition);
     events.forEach((event, i) => {
       const outcome = routed.outcomes[i];
       if (outcome === Outcome.Aggregated) return audit.add(arrivals[i]!, "aggregated");

@@ -21,6 +21,10 @@ import { PartitionHost } from "./partition-host.js";
 import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
 import { ShardStateLog } from "./shard-state-log.js";
+import { HotKeysStore, hotKeyDelayMs } from "./hot-keys-store.js";
+import { HotKeyDetector } from "../actors/hot-key-detector.js";
+import type { HotSeries } from "../actors/hot-keys.js";
+import { shardOf } from "../cluster/shards.js";
 import { fileStrays } from "./stray-events.js";
 import { ensureStreams, streams, subjects } from "./streams.js";
 import { SupervisedConsumer } from "./supervised-consumer.js";
@@ -63,6 +67,11 @@ export interface NodeOptions {
   heartbeatTtlMs?: number;
   /** A shard's state log is compacted into a snapshot once its changes since the last reach this size. */
   compactAfterBytes?: number;
+  /** Events per second into one series that make it hot: salted over `hotSalts` sub-actors (README, "Hot keys"). */
+  hotThresholdPerSec?: number;
+  hotSalts?: number;
+  /** A hot series under a quarter of the threshold this long is unsalted again. */
+  hotCoolAfterMs?: number;
 }
 
 export const nodeDefaults = {
@@ -84,6 +93,9 @@ export const nodeDefaults = {
   maxMovesPerRound: 4,
   heartbeatTtlMs: 5_000,
   compactAfterBytes: 64 * 1024 * 1024,
+  hotThresholdPerSec: 50_000,
+  hotSalts: 4,
+  hotCoolAfterMs: 60_000,
 };
 
 type ResultListener = (result: WindowResult) => void;
@@ -123,6 +135,11 @@ export class TallyNode {
   private strays?: SupervisedConsumer;
   private readonly listeners = new Set<ResultListener>();
   private watermarkTimer?: NodeJS.Timeout;
+  private hotKeys!: HotKeysStore;
+  private hotSeries: HotSeries[] = [];
+  private hotDetector!: HotKeyDetector;
+  private hotTimer?: NodeJS.Timeout;
+  private stopWatchingHotKeys?: () => void;
   private retentionTimer?: NodeJS.Timeout;
   private ready = false;
 
@@ -167,6 +184,14 @@ export class TallyNode {
       (name, e) => log(`rule "${name}" in the rules bucket is invalid and ignored: ${e.message}`),
     );
 
+    this.hotDetector = new HotKeyDetector({ thresholdPerSec: s.hotThresholdPerSec, coolAfterMs: s.hotCoolAfterMs }, Date.now());
+    this.hotKeys = await HotKeysStore.open(this.nc, s.replicas);
+    this.stopWatchingHotKeys = await this.hotKeys.watch((series) => {
+      this.hotSeries = series;
+      router.setHotSeries(series);
+      for (const hot of series) if (hot.until === undefined) this.hotDetector.markHot(hot.metric, hot.dimsId);
+    });
+
     // Results first, so nothing emitted below is missed by this node's view.
     await this.startTracked(`results-${this.id}`, streams.results, "results.>", (batch) => this.storeResults(batch));
 
@@ -180,6 +205,7 @@ export class TallyNode {
         ruleOf: (metric) => this.known.get(metric),
         sink: (result) => this.publishResult(result),
         onFenced: (shard) => this.controller?.fenced(units.shard(shard)),
+        observe: (metric, dimsId, events) => this.hotDetector.observe(metric, dimsId, events),
         log,
       },
       s,
@@ -200,6 +226,7 @@ export class TallyNode {
     await this.controller.start();
     this.watermarkTimer = setInterval(() => void this.sendWatermarks(), s.watermarkIntervalMs);
     this.retentionTimer = setInterval(() => void this.enforceRetention(), s.retentionSweepMs);
+    this.hotTimer = setInterval(() => void this.judgeHotKeys().catch((e) => log(`hot keys: ${(e as Error).message}`)), 1_000);
     await this.enforceRetention();
     this.ready = true;
   }
@@ -212,7 +239,9 @@ export class TallyNode {
     this.ready = false;
     clearInterval(this.watermarkTimer);
     clearInterval(this.retentionTimer);
+    clearInterval(this.hotTimer);
     this.stopWatchingRules?.();
+    this.stopWatchingHotKeys?.();
     this.leaving = true;
     await this.membership?.beatNow().catch(() => undefined);
     await this.controller?.stop();
@@ -269,6 +298,7 @@ export class TallyNode {
       moves: this.controller?.moves ?? 0,
       counters: this.counters,
       folded: this.shardHost?.folded() ?? {},
+      hotKeys: this.hotSeries,
       partitions: (this.partitionHost?.marks(now) ?? []).map(([partition, mark]) => ({ partition, ...mark })),
       shards: [...(this.shardHost?.shards.values() ?? [])].map((s) => ({
         shard: s.id,
@@ -277,6 +307,32 @@ export class TallyNode {
         pendingTimers: s.pendingTimers,
       })),
     };
+  }
+
+  /**
+   * Salts a series whose inbound rate passed the threshold, and unsalts it once quiet: decided by
+   * the node that hosts the series' shard (where its events arrive), applied by every router for
+   * events arriving from a moment after the decision (README, "Hot keys").
+   */
+  private async judgeHotKeys(now = Date.now()): Promise<void> {
+    const hostedHere = (metric: string, dimsId: string) => this.shardHost.shards.has(shardOf(`${metric}\t${dimsId}`, this.settings.shards));
+    const { hot, cool } = this.hotDetector.check(now, hostedHere);
+    const current = (metric: string, dimsId: string) => this.hotSeries.find((h) => h.metric === metric && h.dimsId === dimsId);
+    for (const { metric, dimsId, rate } of hot) {
+      const existing = current(metric, dimsId);
+      if (existing && (existing.until === undefined || existing.until > now)) continue;
+      await this.hotKeys.put({ metric, dimsId, salts: this.settings.hotSalts, from: now + hotKeyDelayMs, reason: "rate", rate });
+    }
+    for (const { metric, dimsId, rate } of cool) {
+      const existing = current(metric, dimsId);
+      if (!existing || existing.until !== undefined || existing.reason === "configured") continue;
+      await this.hotKeys.put({ ...existing, until: now + hotKeyDelayMs, rate });
+    }
+  }
+
+  /** Salted series (hot, or cooled and no longer salted after `until`). */
+  get hotKeyList(): readonly HotSeries[] {
+    return this.hotSeries;
   }
 
   /** Starts and stops the units placement gives this node. */

@@ -5,6 +5,7 @@ import { after, before, test } from "node:test";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { TelemetryEvent } from "../actors/event.js";
 import { Membership, type MemberInfo } from "../cluster/membership.js";
+import { HotKeysStore } from "../node/hot-keys-store.js";
 import { nodeDefaults } from "../node/tally-node.js";
 import { streams } from "../node/streams.js";
 import { converge, readStream, ReliablePublisher, revisionConflicts, type WantedValues } from "./exactness.js";
@@ -14,8 +15,9 @@ import { NatsProcess, NodeProcess } from "./processes.js";
 
 /**
  * Scale-out under load: two nodes (separate processes) share the shards and partitions; a third
- * joins, one leaves gracefully, one is killed with -9 and stays dead until the load is over.
- * Every window ends exactly equal to a batch computation, on every node asked, and no
+ * joins, one leaves gracefully, one is killed with -9 and stays dead until the load is over. One
+ * series (`fleet`) takes every event: it is salted over sub-actors once hot, and unsalted once
+ * quiet. Every window ends exactly equal to a batch computation, on every node asked, and no
  * (window, revision) ever had two contents.
  */
 
@@ -36,13 +38,22 @@ metrics:
     window: 5s
     lateness: 2s
     horizon: 60s
+  - name: fleet
+    kind: status
+    value: temperature
+    aggregates: [count, sum, min, max, avg]
+    window: 5s
+    lateness: 2s
+    horizon: 60s
 `;
 const rules: ExpectedRule[] = [
   { name: "temp", kind: "status", value: "temperature", groupBy: ["site"], windows: [{ id: "5s", size: 5_000, slide: 5_000 }] },
   { name: "per_robot", kind: "status", groupBy: ["source"], windows: [{ id: "5s", size: 5_000, slide: 5_000 }] },
+  // Every event of the fleet in one series: the hot key.
+  { name: "fleet", kind: "status", value: "temperature", groupBy: [], windows: [{ id: "5s", size: 5_000, slide: 5_000 }] },
 ];
 const wanted: WantedValues = (key, want): Record<string, number> =>
-  key.startsWith("temp|") ? { count: want.count, sum: want.sum, min: want.min, max: want.max, avg: want.sum / want.count } : { count: want.count };
+  !key.startsWith("per_robot|") ? { count: want.count, sum: want.sum, min: want.min, max: want.max, avg: want.sum / want.count } : { count: want.count };
 
 const nodeArgs = [
   ["--out-of-orderness", "1s"],
@@ -50,6 +61,7 @@ const nodeArgs = [
   ["--checkpoint-interval", "500ms"],
   ["--heartbeat-ttl", "3s"],
   ["--rebalance-interval", "500ms"],
+  ["--hot-threshold", "100", "--hot-salts", "3", "--hot-cool-after", "2s"],
 ].flat();
 
 const runMs = 26_000;
@@ -105,6 +117,7 @@ test("add a node, stop one gracefully, kill -9 another, under load: every window
   const b = await startNode("b");
   await eventually(async () => ((await ownedBy([a.nodeId, b.nodeId])) ? true : undefined), 20_000, "both nodes owning every unit");
 
+  const hotKeys = await HotKeysStore.open(nc);
   const random = prng(4242);
   const publisher = new ReliablePublisher(nc, "cluster");
   const valid: TelemetryEvent[] = [];
@@ -135,6 +148,8 @@ test("add a node, stop one gracefully, kill -9 another, under load: every window
   await Promise.all(pending);
   await publisher.settled();
   assert.ok(c, "the third node joined");
+  const salted = await hotKeys.get("fleet", "[]");
+  assert.ok(salted && salted.reason === "rate" && salted.from < Date.now(), `the fleet-wide series was salted: ${JSON.stringify(salted)}`);
   // The killed node's units were taken over after its heartbeat expired.
   await eventually(async () => ((await ownedBy([c!.nodeId])) ? true : undefined), 30_000, "the last node owning every unit");
 
@@ -147,4 +162,6 @@ test("add a node, stop one gracefully, kill -9 another, under load: every window
     assert.deepEqual(diffs, [], `node ${node.nodeId} differs from the batch computation:\n${diffs.slice(0, 20).join("\n")}\n--- its log ---\n${node.log()}`);
   }
   assert.deepEqual(revisionConflicts(await readStream(nc, streams.results)), []);
+  // Quiet now: the salting is reversed, visible in the hot-keys bucket (and `tally status`).
+  await eventually(async () => ((await hotKeys.get("fleet", "[]"))?.until !== undefined ? true : undefined), 20_000, "the fleet series cooled");
 });

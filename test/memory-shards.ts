@@ -37,7 +37,14 @@ export class MemoryShards {
     const { shards, emitIntervalMs, actorIdleMs } = this.settings;
     for (let id = 0; id < shards; id++) {
       const system = new ActorSystem(
-        windowActorKind({ rule: this.ruleOf, emit: (r) => void this.sink(r), emitIntervalMs, now: Date.now }),
+        windowActorKind({
+          rule: this.ruleOf,
+          emit: (r) => void this.sink(r),
+          // A salted sub-actor's hand-over reaches its window's shard at once (a node sends it through the mailbox).
+          forward: (p) => this.shards.get(shardOfKey(p.key, shards))!.applyForwarded([p]),
+          emitIntervalMs,
+          now: Date.now,
+        }),
         this.store,
         { idleMs: actorIdleMs, prefix: `shard/${id}/actor/` },
       );
