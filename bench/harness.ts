@@ -281,37 +281,54 @@ export interface TallyStatus {
   node: string;
   watermark: number | null;
   activeWindows: number;
+  shards: { shard: number }[];
   counters: { messages: number; events: number; duplicates: number; rejected: number; unmatched: number };
 }
 
-/** nats-server and `tally node` as child processes on fresh data dirs; `rules` as in README "Rules". */
-export async function startTally(rules: { metrics: object[] }, opts: { profileDir?: string } = {}): Promise<TallyStack> {
+/**
+ * nats-server and `tally node` as child processes on fresh data dirs; `rules` as in README "Rules".
+ * With `nodes` > 1, a cluster of that many nodes (the first is the one `node` and `status` mean;
+ * progress counts every node's events).
+ */
+export async function startTally(rules: { metrics: object[] }, opts: { profileDir?: string; nodes?: number } = {}): Promise<TallyStack> {
   const dir = tempDir("tally-bench-");
   const rulesFile = join(dir.path, "rules.json");
   writeFileSync(rulesFile, JSON.stringify(rules));
   const nats = await NatsProcess.start({ dir: join(dir.path, "nats") });
-  const dataDir = join(dir.path, "node");
-  const node = opts.profileDir
-    ? await startProfiledNode(["--nats", nats.url, "--data", dataDir, "--rules", rulesFile], opts.profileDir)
-    : await NodeProcess.start({ natsUrl: nats.url, dataDir, rulesFile });
+  const nodes: NodeUnderTest[] = [];
+  for (let i = 0; i < (opts.nodes ?? 1); i++) {
+    const dataDir = join(dir.path, `node${i}`);
+    nodes.push(
+      opts.profileDir && i === 0
+        ? await startProfiledNode(["--nats", nats.url, "--data", dataDir, "--rules", rulesFile], opts.profileDir)
+        : await NodeProcess.start({ natsUrl: nats.url, dataDir, rulesFile }),
+    );
+  }
+  const node = nodes[0]!;
   const nc = await connect({ servers: nats.url, name: "tally-bench" });
   const jsm = await jetstreamManager(nc);
   // A busy node may not answer for a while (its event loop blocked): that is a slow reading, not a failure.
-  const status = async (): Promise<TallyStatus> => {
+  const statusOf = async (n: NodeUnderTest): Promise<TallyStatus> => {
     for (const giveUpAt = Date.now() + 120_000; ; ) {
       try {
-        return JSON.parse((await httpRequest(`${node.url}/v1/status`, { timeoutMs: 10_000 })).body) as TallyStatus;
+        return JSON.parse((await httpRequest(`${n.url}/v1/status`, { timeoutMs: 10_000 })).body) as TallyStatus;
       } catch (e) {
         if (Date.now() > giveUpAt) throw e;
       }
     }
   };
+  const status = () => statusOf(node);
+  // Every shard and partition owned before the load starts (placement settles within a few rounds).
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(200)) {
+    const all = await Promise.all(nodes.map(statusOf));
+    if (all.reduce((n, s) => n + s.shards.length, 0) === nodeDefaults.shards && all.every((s) => s.shards.length > 0)) break;
+  }
   const peak = { activeWindows: 0, rss: 0 };
-  await sleep(500);
   const results = `results-${(await status()).node}`;
   const pending = async (consumers: [stream: string, name: string][]) =>
-    (await Promise.all(consumers.map(([stream, name]) => jsm.consumers.info(stream, name)))).reduce((n, c) => n + c.num_pending, 0);
+    (await Promise.all(consumers.map(([stream, name]) => jsm.consumers.info(stream, name).catch(() => undefined)))).reduce((n, c) => n + (c?.num_pending ?? 0), 0);
   const routers: [string, string][] = Array.from({ length: nodeDefaults.partitions }, (_, p) => [streams.events, `router-${p}`]);
+  const mailboxes: [string, string][] = Array.from({ length: nodeDefaults.shards }, (_, s) => [streams.mailbox, `shard-${s}`]);
   return {
     nats,
     node,
@@ -320,21 +337,22 @@ export async function startTally(rules: { metrics: object[] }, opts: { profileDi
     status,
     peak,
     idleRss: rss(node.pid),
-    pids: () => [node.pid, nats.pid],
+    pids: () => [...nodes.map((n) => n.pid), nats.pid],
     async progress() {
-      const [s, mailbox, stored] = await Promise.all([status(), pending([[streams.mailbox, "shards"]]), pending([[streams.results, results]])]);
+      const [all, mailbox, stored] = await Promise.all([Promise.all(nodes.map(statusOf)), pending(mailboxes), pending([[streams.results, results]])]);
+      const s = all[0]!;
       if (s.activeWindows > peak.activeWindows) Object.assign(peak, { activeWindows: s.activeWindows, rss: rss(node.pid) });
       // Routers count events as they route them: hold the load back while the window actors or the
       // results store lag, so the rate is one the whole pipeline keeps up with.
-      return { done: s.counters.events, congested: mailbox > 2_000 || stored > 10_000 };
+      return { done: all.reduce((n, x) => n + x.counters.events, 0), congested: mailbox > 2_000 || stored > 10_000 };
     },
     async drain(timeoutMs) {
       const deadline = Date.now() + timeoutMs;
-      while (Date.now() < deadline && (await pending([...routers, [streams.mailbox, "shards"], [streams.results, results]])) > 0) await sleep(100);
+      while (Date.now() < deadline && (await pending([...routers, ...mailboxes, [streams.results, results]])) > 0) await sleep(100);
     },
     async stop() {
       await nc.close();
-      await node.stop();
+      for (const n of nodes) await n.stop();
       await nats.stop();
       dir.remove();
     },

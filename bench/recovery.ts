@@ -40,8 +40,9 @@ const readyAt = Date.now();
 firstResultAt = 0; // only results of the restarted process count
 let caughtUpAt = 0;
 while (!caughtUpAt) {
-  let pending = (await jsm.consumers.info(streams.mailbox, "shards")).num_pending;
-  for (let p = 0; p < nodeDefaults.partitions; p++) pending += (await jsm.consumers.info(streams.events, `router-${p}`)).num_pending;
+  let pending = 0;
+  for (let s = 0; s < nodeDefaults.shards; s++) pending += (await jsm.consumers.info(streams.mailbox, `shard-${s}`).catch(() => undefined))?.num_pending ?? 0;
+  for (let p = 0; p < nodeDefaults.partitions; p++) pending += (await jsm.consumers.info(streams.events, `router-${p}`).catch(() => undefined))?.num_pending ?? 0;
   if (pending === 0 && firstResultAt) caughtUpAt = Date.now();
   else await new Promise((r) => setTimeout(r, 20));
 }
