@@ -12,6 +12,7 @@ import { dlq } from "./dlq.js";
 import { rules } from "./rules.js";
 import { status } from "./status.js";
 import { runNode } from "./run-node.js";
+import { hot } from "./hot.js";
 
 const usage = `tally: real-time event-time aggregation on NATS
 
@@ -31,13 +32,15 @@ const usage = `tally: real-time event-time aggregation on NATS
       the live nodes: what each owns, its event and mailbox lag, its watermark
   tally rules apply FILE [--backfill 6h] | ls | rm NAME  --nats URL
       the live rule set: every node applies a change within seconds
+  tally hot ls | set METRIC [DIMS] [--salts N] | unset METRIC [DIMS]  --nats URL
+      salt a series by hand (a key known to be hot), or end it; ls lists every salted series
   tally dlq ls|replay --nats URL [--reason R] [--from-seq N] [--limit N] [--json]
       inspect rejects, or re-publish them on their original subjects
   tally nats-config [--port N] [--store DIR]
       a nats-server config with the subject mapping Tally needs
 `;
 
-const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, dlq, rules, status, "nats-config": printNatsConfig };
+const commands: Record<string, (args: string[]) => Promise<void>> = { up, node, simulate, dlq, rules, hot, status, "nats-config": printNatsConfig };
 
 async function main() {
   const [command, ...args] = process.argv.slice(2);

@@ -162,6 +162,9 @@ test("add a node, stop one gracefully, kill -9 another, under load: every window
     assert.deepEqual(diffs, [], `node ${node.nodeId} differs from the batch computation:\n${diffs.slice(0, 20).join("\n")}\n--- its log ---\n${node.log()}`);
   }
   assert.deepEqual(revisionConflicts(await readStream(nc, streams.results)), []);
+  // The fleet's events really went through sub-actors: their hand-overs are in the mailbox.
+  const handOvers = (await readStream(nc, streams.mailbox)).filter((m) => m.body.includes('"fromSub"') && m.body.includes('"metric":"fleet"'));
+  assert.ok(handOvers.length > 0, "salted sub-actors handed their shares to the fleet's windows");
   // Quiet now: the salting is reversed, visible in the hot-keys bucket (and `tally status`).
   await eventually(async () => ((await hotKeys.get("fleet", "[]"))?.until !== undefined ? true : undefined), 20_000, "the fleet series cooled");
 });

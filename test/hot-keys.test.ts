@@ -9,6 +9,7 @@ import type { WindowResult } from "../actors/window-result.js";
 import { MemoryStateStore } from "../runtime/state-store.js";
 import { expectedWindows, prng, type ExpectedRule } from "./expected.js";
 import { MemoryShards } from "./memory-shards.js";
+import { startTestNats, tally } from "./harness.js";
 
 const minute = 60_000;
 const t0 = Date.UTC(2026, 10, 24, 10);
@@ -135,4 +136,19 @@ test("the detector salts a series past the threshold and unsalts it after it sta
   assert.deepEqual(detector.check(3_000), { hot: [], cool: [] }, "still busy: stays hot");
   for (let t = 4_000; t <= 6_000; t += 1_000) assert.deepEqual(detector.check(t).cool, [], `quiet since 4000, not long enough at ${t}`);
   assert.deepEqual(detector.check(7_000).cool, [{ metric: "m", dimsId: "[]", rate: 0 }]);
+});
+
+test("tally hot salts a series by hand and ends it; tally status shows both", async () => {
+  const nats = await startTestNats();
+  try {
+    assert.match(await tally(["hot", "set", "fleet", '["berlin"]', "--salts", "3", "--nats", nats.url]), /salting fleet \["berlin"\] over 3 sub-actors/);
+    assert.match(await tally(["hot", "ls", "--nats", nats.url]), /fleet \["berlin"\]\t3 sub-actors from .* \(configured\)/);
+    assert.match(await tally(["status", "--nats", nats.url]), /hot key fleet \["berlin"\]: 3 sub-actors, salting from/);
+    await tally(["hot", "unset", "fleet", '["berlin"]', "--nats", nats.url]);
+    assert.match(await tally(["hot", "ls", "--nats", nats.url]), /\(configured\)/);
+    assert.match(await tally(["hot", "ls", "--nats", nats.url]), / until /);
+    await assert.rejects(tally(["hot", "set", "fleet", "not-json", "--nats", nats.url]), /DIMS/);
+  } finally {
+    await nats.cleanup();
+  }
 });
