@@ -112,19 +112,17 @@ export class PlacementController {
       }
     }
 
-    let moves = 0;
-    for (const [unit, epoch] of [...this.hosted]) {
-      const to = desired.get(unit);
-      if (to === this.me || moves >= this.options.maxMovesPerRound) continue;
-      moves++;
-      this.hosted.delete(unit);
+    // Handed over in parallel (each is a last checkpoint and a release), at most the cap per round.
+    const leaving = [...this.hosted].filter(([unit]) => desired.get(unit) !== this.me).slice(0, this.options.maxMovesPerRound);
+    for (const [unit] of leaving) this.hosted.delete(unit);
+    await inParallel(leaving, leaving.length, async ([unit, epoch]) => {
       try {
         await this.host.stop(unit);
       } finally {
         await this.table.release(unit, this.me, epoch);
       }
       report.released.push(unit);
-    }
+    });
 
     const claimed: [string, number][] = [];
     for (const unit of this.units) {

@@ -115,7 +115,7 @@ after(async () => {
 test("add a node, stop one gracefully, kill -9 another, under load: every window exact on every node", async () => {
   const a = await startNode("a");
   const b = await startNode("b");
-  await eventually(async () => ((await ownedBy([a.nodeId, b.nodeId])) ? true : undefined), 20_000, "both nodes owning every unit");
+  await eventually(async () => ((await ownedBy([a.nodeId, b.nodeId])) ? true : undefined), 60_000, "both nodes owning every unit");
 
   const hotKeys = await HotKeysStore.open(nc);
   const random = prng(4242);
