@@ -1,13 +1,13 @@
+import { createHash } from "node:crypto";
 import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import { parseActorKey, shardOfKey } from "../actors/actor-keys.js";
+import type { WindowPartial } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
 import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard, type ShardState } from "../actors/window-shard.js";
 import { ActorSystem } from "../runtime/actor-system.js";
 import type { StateStore } from "../runtime/state-store.js";
-import { createHash } from "node:crypto";
-import { parseActorKey, shardOfKey } from "../actors/actor-keys.js";
-import type { WindowPartial } from "../actors/router.js";
 import { foldedAudit } from "./audit.js";
 import { decodeMailbox, encodeMailbox } from "./mailbox-codec.js";
 import { FencedError, type ShardStateLog, type ShardStateWriter } from "./shard-state-log.js";

@@ -7,24 +7,22 @@ import { defaultLimits, type ValidationLimits } from "../actors/event.js";
 import { Router } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
 import type { WindowResult } from "../actors/window-result.js";
-import { RocksStateStore } from "../runtime/state-store.js";
-import { auditRule } from "./audit.js";
-import { encodeMailbox } from "./mailbox-codec.js";
-import type { IngestCounters } from "./partition-ingest.js";
-import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
-import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
-import { RouterLog } from "./router-log.js";
 import { PlacementController, type UnitHost } from "../cluster/controller.js";
 import { Membership } from "../cluster/membership.js";
 import { OwnershipTable } from "../cluster/ownership.js";
+import { shardOf } from "../cluster/shards.js";
+import { RocksStateStore } from "../runtime/state-store.js";
+import { auditRule } from "./audit.js";
+import { HotKeyJudge } from "./hot-key-judge.js";
+import { encodeMailbox } from "./mailbox-codec.js";
+import type { IngestCounters } from "./partition-ingest.js";
 import { PartitionHost } from "./partition-host.js";
+import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
+import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
+import { RouterLog } from "./router-log.js";
 import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
 import { ShardStateLog } from "./shard-state-log.js";
-import { HotKeysStore, hotKeyDelayMs } from "./hot-keys-store.js";
-import { HotKeyDetector } from "../actors/hot-key-detector.js";
-import type { HotSeries } from "../actors/hot-keys.js";
-import { shardOf } from "../cluster/shards.js";
 import { fileStrays } from "./stray-events.js";
 import { ensureStreams, streams, subjects } from "./streams.js";
 import { SupervisedConsumer } from "./supervised-consumer.js";
@@ -135,11 +133,7 @@ export class TallyNode {
   private strays?: SupervisedConsumer;
   private readonly listeners = new Set<ResultListener>();
   private watermarkTimer?: NodeJS.Timeout;
-  private hotKeys!: HotKeysStore;
-  private hotSeries: HotSeries[] = [];
-  private hotDetector!: HotKeyDetector;
-  private hotTimer?: NodeJS.Timeout;
-  private stopWatchingHotKeys?: () => void;
+  private hotKeys?: HotKeyJudge;
   private retentionTimer?: NodeJS.Timeout;
   private ready = false;
 
@@ -184,13 +178,17 @@ export class TallyNode {
       (name, e) => log(`rule "${name}" in the rules bucket is invalid and ignored: ${e.message}`),
     );
 
-    this.hotDetector = new HotKeyDetector({ thresholdPerSec: s.hotThresholdPerSec, coolAfterMs: s.hotCoolAfterMs }, Date.now());
-    this.hotKeys = await HotKeysStore.open(this.nc, s.replicas);
-    this.stopWatchingHotKeys = await this.hotKeys.watch((series) => {
-      this.hotSeries = series;
-      router.setHotSeries(series);
-      for (const hot of series) if (hot.until === undefined) this.hotDetector.markHot(hot.metric, hot.dimsId);
-    });
+    this.hotKeys = await HotKeyJudge.start(
+      this.nc,
+      {
+        policy: { thresholdPerSec: s.hotThresholdPerSec, coolAfterMs: s.hotCoolAfterMs },
+        salts: s.hotSalts,
+        replicas: s.replicas,
+        decidesHere: (metric, dimsId) => this.shardHost?.shards.has(shardOf(`${metric}\t${dimsId}`, s.shards)) ?? false,
+        log,
+      },
+      (series) => router.setHotSeries(series),
+    );
 
     // Results first, so nothing emitted below is missed by this node's view.
     await this.startTracked(`results-${this.id}`, streams.results, "results.>", (batch) => this.storeResults(batch));
@@ -205,7 +203,7 @@ export class TallyNode {
         ruleOf: (metric) => this.known.get(metric),
         sink: (result) => this.publishResult(result),
         onFenced: (shard) => this.controller?.fenced(units.shard(shard)),
-        observe: (metric, dimsId, events) => this.hotDetector.observe(metric, dimsId, events),
+        observe: (metric, dimsId, events) => this.hotKeys?.observe(metric, dimsId, events),
         log,
       },
       s,
@@ -226,7 +224,6 @@ export class TallyNode {
     await this.controller.start();
     this.watermarkTimer = setInterval(() => void this.sendWatermarks(), s.watermarkIntervalMs);
     this.retentionTimer = setInterval(() => void this.enforceRetention(), s.retentionSweepMs);
-    this.hotTimer = setInterval(() => void this.judgeHotKeys().catch((e) => log(`hot keys: ${(e as Error).message}`)), 1_000);
     await this.enforceRetention();
     this.ready = true;
   }
@@ -239,9 +236,8 @@ export class TallyNode {
     this.ready = false;
     clearInterval(this.watermarkTimer);
     clearInterval(this.retentionTimer);
-    clearInterval(this.hotTimer);
     this.stopWatchingRules?.();
-    this.stopWatchingHotKeys?.();
+    this.hotKeys?.stop();
     this.leaving = true;
     await this.membership?.beatNow().catch(() => undefined);
     await this.controller?.stop();
@@ -298,7 +294,7 @@ export class TallyNode {
       moves: this.controller?.moves ?? 0,
       counters: this.counters,
       folded: this.shardHost?.folded() ?? {},
-      hotKeys: this.hotSeries,
+      hotKeys: this.hotKeys?.salted ?? [],
       partitions: (this.partitionHost?.marks(now) ?? []).map(([partition, mark]) => ({ partition, ...mark })),
       shards: [...(this.shardHost?.shards.values() ?? [])].map((s) => ({
         shard: s.id,
@@ -307,32 +303,6 @@ export class TallyNode {
         pendingTimers: s.pendingTimers,
       })),
     };
-  }
-
-  /**
-   * Salts a series whose inbound rate passed the threshold, and unsalts it once quiet: decided by
-   * the node that hosts the series' shard (where its events arrive), applied by every router for
-   * events arriving from a moment after the decision (README, "Hot keys").
-   */
-  private async judgeHotKeys(now = Date.now()): Promise<void> {
-    const hostedHere = (metric: string, dimsId: string) => this.shardHost.shards.has(shardOf(`${metric}\t${dimsId}`, this.settings.shards));
-    const { hot, cool } = this.hotDetector.check(now, hostedHere);
-    const current = (metric: string, dimsId: string) => this.hotSeries.find((h) => h.metric === metric && h.dimsId === dimsId);
-    for (const { metric, dimsId, rate } of hot) {
-      const existing = current(metric, dimsId);
-      if (existing && (existing.until === undefined || existing.until > now)) continue;
-      await this.hotKeys.put({ metric, dimsId, salts: this.settings.hotSalts, from: now + hotKeyDelayMs, reason: "rate", rate });
-    }
-    for (const { metric, dimsId, rate } of cool) {
-      const existing = current(metric, dimsId);
-      if (!existing || existing.until !== undefined || existing.reason === "configured") continue;
-      await this.hotKeys.put({ ...existing, until: now + hotKeyDelayMs, rate });
-    }
-  }
-
-  /** Salted series (hot, or cooled and no longer salted after `until`). */
-  get hotKeyList(): readonly HotSeries[] {
-    return this.hotSeries;
   }
 
   /** Starts and stops the units placement gives this node. */
