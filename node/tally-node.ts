@@ -155,7 +155,9 @@ export class TallyNode {
   async start(): Promise<void> {
     const s = this.settings;
     const log = (message: string) => console.error(`tally ${this.id}: ${message}`);
-    this.nc = await connect({ servers: this.options.natsUrl.split(","), name: `tally-${this.id}`, maxReconnectAttempts: -1 });
+    // noAsyncTraces: nats.js otherwise builds two Error objects (for their stacks) per request and
+    // JetStream publish, a tenth of the node's CPU under many small publishes (bench/README.md).
+    this.nc = await connect({ servers: this.options.natsUrl.split(","), name: `tally-${this.id}`, maxReconnectAttempts: -1, noAsyncTraces: true });
     this.js = jetstream(this.nc);
     const jsm = (this.jsm = await ensureStreams(this.nc, {
       eventRetentionMs: s.eventRetentionMs,
