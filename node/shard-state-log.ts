@@ -1,7 +1,7 @@
-import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { decodeEntries, readRecordInfo, splitCommitBody } from "./shard-state-records.js";
 import { readTail, ShardStateWriter } from "./shard-state-writer.js";
-import { streams, subjects } from "./streams.js";
+import { ensureStream, streams, subjects } from "./streams.js";
 
 export { FencedError, ShardStateWriter, type StateChanges } from "./shard-state-writer.js";
 
@@ -37,21 +37,14 @@ export class ShardStateLog {
 
   /** Creates TALLY_STATE, or updates it to these limits. No max_age: compaction bounds it, and age must never drop state. */
   static async ensureStream(jsm: JetStreamManager, replicas = 1): Promise<void> {
-    const config: Partial<StreamConfig> & { name: string } = {
+    await ensureStream(jsm, {
       name: streams.shardState,
       subjects: ["tally.state.>"],
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
       num_replicas: replicas,
       max_age: 0,
-    };
-    try {
-      await jsm.streams.info(config.name);
-      await jsm.streams.update(config.name, config);
-    } catch (e) {
-      if (!/stream not found/i.test(String((e as Error).message))) throw e;
-      await jsm.streams.add(config);
-    }
+    });
   }
 
   /** Fences the shard's log for `epoch`; rejects with FencedError if a newer epoch already has. */

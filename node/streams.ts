@@ -51,14 +51,17 @@ export async function ensureStreams(nc: NatsConnection, opts: StreamOptions = de
     { ...base, name: streams.dlq, subjects: ["tally.dlq.>"], max_age: ns(30 * day), duplicate_window: ns(hour) },
     { ...base, name: streams.routerLog, subjects: ["tally.routerlog.>"], max_age: ns(Math.max(day, opts.dedupHorizonMs + hour)), duplicate_window: ns(hour) },
   ];
-  for (const config of wanted) {
-    try {
-      await jsm.streams.info(config.name);
-      await jsm.streams.update(config.name, config);
-    } catch (e) {
-      if (!/stream not found/i.test(String((e as Error).message))) throw e;
-      await jsm.streams.add(config);
-    }
-  }
+  for (const config of wanted) await ensureStream(jsm, config);
   return jsm;
+}
+
+/** Creates a stream, or updates it to `config`'s limits. Idempotent. */
+export async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
+  try {
+    await jsm.streams.info(config.name);
+    await jsm.streams.update(config.name, config);
+  } catch (e) {
+    if (!/stream not found/i.test(String((e as Error).message))) throw e;
+    await jsm.streams.add(config);
+  }
 }
