@@ -145,8 +145,8 @@ export class HostedShard {
     // Opening the log fences every older owner's writer; a newer owner's fence makes this fail.
     this.writer = await this.deps.stateLog.open(this.id, this.epoch);
     const latest = await this.deps.stateLog.lastCheckpointId(this.id);
-    if ((await this.localCheckpoint()).checkpointId !== latest) await this.restoreFromLog();
-    const meta = (await this.localCheckpoint()).local;
+    let { local: meta, checkpointId } = await this.localCheckpoint();
+    if (checkpointId !== latest) meta = await this.restoreFromLog();
     if (meta) this.window.restore(meta.shard);
     // Event-time timers are not stored: every window in the checkpoint gets its timers back.
     // Event-time timers and the series admitted under a `maxSeries` are not stored either: both
@@ -218,7 +218,7 @@ export class HostedShard {
   }
 
   /** This node's copy is not the latest checkpoint (another node had the shard): take the log's. */
-  private async restoreFromLog(): Promise<void> {
+  private async restoreFromLog(): Promise<ShardMeta | undefined> {
     const { entries, meta, checkpointId } = await this.deps.stateLog.restore(this.id);
     const prefix = `shard/${this.id}/`;
     await this.deps.store.deleteRange(prefix, prefix + "\uffff");
@@ -226,6 +226,7 @@ export class HostedShard {
     if (meta) puts.push([this.metaKey, meta]);
     puts.push([this.checkpointIdKey, encode(checkpointId)]);
     await this.deps.store.write(puts);
+    return meta ? decode<ShardMeta>(meta) : undefined;
   }
 
   /** Every stored entry of this shard: what a log snapshot holds. */
