@@ -257,8 +257,8 @@ async function startProfiledNode(args: string[], profileDir: string): Promise<No
     pid: child.pid,
     async stop() {
       child.kill("SIGTERM");
-      // A graceful stop of a saturated node has hung here (TallyNode.stop under a backlog, not yet
-      // understood): the profile is lost then, but the bench goes on.
+      // A stop that hangs (it did once: the placement round waited forever on kv.keys(), see
+      // cluster/kv-list.ts) loses the profile, but the bench goes on.
       const kill = setTimeout(() => child.kill("SIGKILL"), 60_000);
       await exited;
       clearTimeout(kill);

@@ -1,5 +1,7 @@
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { listEntries } from "./kv-list.js";
 
 export const membersBucket = "TALLY_NODES";
 
@@ -31,10 +33,13 @@ export class Membership {
   private timer?: NodeJS.Timeout;
   private beat?: () => Promise<void>;
 
-  private constructor(private readonly kv: KV) {}
+  private constructor(
+    private readonly kv: KV,
+    private readonly jsm: JetStreamManager,
+  ) {}
 
   static async open(nc: NatsConnection, ttlMs = 5_000, replicas = 1): Promise<Membership> {
-    return new Membership(await new Kvm(nc).create(membersBucket, { ttl: ttlMs, history: 1, replicas }));
+    return new Membership(await new Kvm(nc).create(membersBucket, { ttl: ttlMs, history: 1, replicas }), await jetstreamManager(nc));
   }
 
   /** Heartbeats `info()` now and every `intervalMs` until `stop`. */
@@ -52,6 +57,11 @@ export class Membership {
     await this.beat?.();
   }
 
+  /** Stops heartbeating without leaving: the entry expires after the TTL, as when a node dies. */
+  stopHeartbeat(): void {
+    clearInterval(this.timer);
+  }
+
   /** Leaves at once (a graceful stop), rather than after the heartbeat expires. */
   async leave(id: string): Promise<void> {
     clearInterval(this.timer);
@@ -59,11 +69,7 @@ export class Membership {
   }
 
   async members(): Promise<MemberInfo[]> {
-    const out: MemberInfo[] = [];
-    for await (const key of await this.kv.keys()) {
-      const entry = await this.kv.get(key);
-      if (entry?.operation === "PUT") out.push(entry.json<MemberInfo>());
-    }
-    return out.sort((a, b) => a.id.localeCompare(b.id));
+    const entries = await listEntries(this.jsm, this.kv, membersBucket);
+    return entries.map((e) => e.json<MemberInfo>()).sort((a, b) => a.id.localeCompare(b.id));
   }
 }

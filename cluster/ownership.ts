@@ -1,6 +1,7 @@
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { listEntries } from "./kv-list.js";
 
 export const ownersBucket = "TALLY_OWNERS";
 
@@ -45,10 +46,13 @@ function decode(entry: KvEntry | null): Ownership | undefined {
  * epoch that a newer one always exceeds.
  */
 export class OwnershipTable {
-  private constructor(private readonly kv: KV) {}
+  private constructor(
+    private readonly kv: KV,
+    private readonly jsm: JetStreamManager,
+  ) {}
 
   static async open(nc: NatsConnection, opts: { replicas?: number } = {}): Promise<OwnershipTable> {
-    return new OwnershipTable(await new Kvm(nc).create(ownersBucket, { history: 1, replicas: opts.replicas ?? 1 }));
+    return new OwnershipTable(await new Kvm(nc).create(ownersBucket, { history: 1, replicas: opts.replicas ?? 1 }), await jetstreamManager(nc));
   }
 
   async get(unit: string): Promise<Ownership | undefined> {
@@ -56,12 +60,8 @@ export class OwnershipTable {
   }
 
   async all(): Promise<Map<string, Ownership>> {
-    const out = new Map<string, Ownership>();
-    for await (const unit of await this.kv.keys()) {
-      const ownership = await this.get(unit);
-      if (ownership) out.set(unit, ownership);
-    }
-    return out;
+    const entries = await listEntries(this.jsm, this.kv, ownersBucket);
+    return new Map(entries.map((e) => [e.key, decode(e)!]));
   }
 
   /**

@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { HotSeries } from "../actors/hot-keys.js";
+import { listEntries } from "../cluster/kv-list.js";
 import { watchBucket } from "./kv-watch.js";
 
 export const hotKeysBucket = "TALLY_HOT_KEYS";
@@ -18,10 +20,13 @@ export const hotKeyDelayMs = 2_000;
  * once the rate stays low. Operators can also mark a series hot by hand (`tally hot`).
  */
 export class HotKeysStore {
-  private constructor(private readonly kv: KV) {}
+  private constructor(
+    private readonly kv: KV,
+    private readonly jsm: JetStreamManager,
+  ) {}
 
   static async open(nc: NatsConnection, replicas = 1): Promise<HotKeysStore> {
-    return new HotKeysStore(await new Kvm(nc).create(hotKeysBucket, { history: 1, replicas }));
+    return new HotKeysStore(await new Kvm(nc).create(hotKeysBucket, { history: 1, replicas }), await jetstreamManager(nc));
   }
 
   async get(metric: string, dimsId: string): Promise<HotSeries | undefined> {
@@ -38,12 +43,7 @@ export class HotKeysStore {
   }
 
   async list(): Promise<HotSeries[]> {
-    const out: HotSeries[] = [];
-    for await (const key of await this.kv.keys()) {
-      const entry = await this.kv.get(key);
-      if (entry?.operation === "PUT") out.push(entry.json<HotSeries>());
-    }
-    return out;
+    return (await listEntries(this.jsm, this.kv, hotKeysBucket)).map((e) => e.json<HotSeries>());
   }
 
   /** Calls `onChange` with every salted series: once with what is stored, then after every change. */

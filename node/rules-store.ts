@@ -1,6 +1,8 @@
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parseRule, type MetricRule } from "../actors/rules.js";
+import { listEntries } from "../cluster/kv-list.js";
 import { watchBucket } from "./kv-watch.js";
 
 export const rulesBucket = "TALLY_RULES";
@@ -23,10 +25,13 @@ export interface StoredRule {
  * moments and applies it without a restart. A rules file only seeds the rules it does not have.
  */
 export class RulesStore {
-  private constructor(private readonly kv: KV) {}
+  private constructor(
+    private readonly kv: KV,
+    private readonly jsm: JetStreamManager,
+  ) {}
 
   static async open(nc: NatsConnection, replicas = 1): Promise<RulesStore> {
-    return new RulesStore(await new Kvm(nc).create(rulesBucket, { history: 5, replicas }));
+    return new RulesStore(await new Kvm(nc).create(rulesBucket, { history: 5, replicas }), await jetstreamManager(nc));
   }
 
   /** Stores each rule that is not defined yet, active from the start. Returns the names it added. */
@@ -66,11 +71,7 @@ export class RulesStore {
   }
 
   async list(): Promise<StoredRule[]> {
-    const out: StoredRule[] = [];
-    for await (const key of await this.kv.keys()) {
-      const rule = await this.get(key);
-      if (rule) out.push(rule);
-    }
+    const out = (await listEntries(this.jsm, this.kv, rulesBucket)).map((e) => e.json<StoredRule>());
     return out.sort((a, b) => String(a.definition.name).localeCompare(String(b.definition.name)));
   }
 

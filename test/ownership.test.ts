@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { Membership, type MemberInfo } from "../cluster/membership.js";
 import { OwnershipTable } from "../cluster/ownership.js";
 import { startTestNats } from "./harness.js";
 
@@ -92,4 +93,26 @@ test("all() lists every unit with its owner and epoch", async () => {
   for (const unit of ["shard.1", "shard.2", "shard.3", "partition.9"]) assert.deepEqual(all.get(unit), await table.get(unit), unit);
   assert.equal(all.get("shard.3")?.node, null, "a released unit is listed, unowned");
   assert.equal(await table.get("shard.30"), undefined);
+});
+
+test("members() lists live members only: one that left and one whose heartbeat expired are gone", async () => {
+  const membership = await Membership.open(nc, 1_500);
+  const info = (id: string): MemberInfo => ({ id, startedAt: 0, heartbeatAt: Date.now(), partitions: [], shards: [], watermark: null, lag: { partitions: {}, shards: {}, mailbox: 0 } });
+  const stayer = await Membership.open(otherNc, 1_500);
+  await stayer.join(async () => info("node-stays"), 200);
+  const leaver = await Membership.open(otherNc, 1_500);
+  await leaver.join(async () => info("node-leaves"), 200);
+  // One put and no more heartbeats: it expires with the bucket's max_age.
+  const dies = await Membership.open(otherNc, 1_500);
+  await dies.join(async () => info("node-dies"), 3_600_000);
+  dies.stopHeartbeat();
+  assert.deepEqual((await membership.members()).map((m) => m.id), ["node-dies", "node-leaves", "node-stays"]);
+  await leaver.leave("node-leaves");
+  assert.deepEqual((await membership.members()).map((m) => m.id), ["node-dies", "node-stays"]);
+  for (const deadline = Date.now() + 10_000; (await membership.members()).some((m) => m.id === "node-dies"); ) {
+    assert.ok(Date.now() < deadline, "the silent member never expired");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual((await membership.members()).map((m) => m.id), ["node-stays"]);
+  await stayer.leave("node-stays");
 });
