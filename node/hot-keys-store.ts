@@ -48,7 +48,7 @@ export class HotKeysStore {
 
   /** Calls `onChange` with every salted series: once with what is stored, then after every change. */
   async watch(onChange: (series: HotSeries[]) => void): Promise<() => void> {
-    return watchBucket(this.kv, (entry) => entry.json<HotSeries>(), onChange);
+    return watchBucket(this.kv, () => listEntries(this.jsm, this.kv, hotKeysBucket), (entry) => entry.json<HotSeries>(), onChange);
   }
 }
 

@@ -82,6 +82,7 @@ export class RulesStore {
   async watch(onChange: (rules: MetricRule[]) => void, onBadRule: (name: string, error: Error) => void): Promise<() => void> {
     return watchBucket(
       this.kv,
+      () => listEntries(this.jsm, this.kv, rulesBucket),
       (entry) => {
         try {
           const stored = entry.json<StoredRule>();
