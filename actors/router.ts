@@ -77,10 +77,11 @@ export class Router {
    * `partition`: where the batch came from; it picks the sub-actor of a salted series.
    */
   route(events: readonly TelemetryEvent[], watermark = -Infinity, arrivals?: readonly number[], partition = 0): RoutedBatch {
-    const partials = new Map<string, WindowPartial>();
+    const batch: BatchState = { partials: new Map(), series: new Map(), watermark };
     const outcomes = new Uint8Array(events.length);
     const any = this.byKind.get("*") ?? [];
-    events.forEach((event, i) => {
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i]!;
       let outcome: number = Outcome.Unmatched;
       const arrival = arrivals?.[i] ?? Infinity;
       for (const rules of [this.byKind.get(event.kind), any]) {
@@ -88,13 +89,13 @@ export class Router {
         for (const rule of rules) {
           // A rule added live counts events that arrived after it became active (README, "Live rules").
           if (arrival < rule.activeFrom) continue;
-          outcome = Math.max(outcome, this.add(rule, event, partials, watermark, this.saltOf(rule, event, arrival, partition)));
+          outcome = Math.max(outcome, this.add(rule, event, batch, arrival, partition));
         }
       }
       outcomes[i] = outcome;
-    });
+    }
     const byShard = new Map<number, WindowPartial[]>();
-    for (const partial of partials.values()) {
+    for (const partial of batch.partials.values()) {
       const shard = shardOfKey(partial.key, this.shardCount);
       const list = byShard.get(shard);
       if (list) list.push(partial);
@@ -104,40 +105,29 @@ export class Router {
   }
 
   /** The sub-actor of a salted series this event goes to, if its series is salted at its arrival. */
-  private saltOf(rule: MetricRule, event: TelemetryEvent, arrival: number, partition: number): number | undefined {
-    if (this.hot.size === 0) return undefined;
-    const hot = this.hot.get(`${rule.name}\t${JSON.stringify(rule.groupBy.map((name) => dimensionValue(event, name)))}`);
+  private saltOf(rule: MetricRule, dimsId: string, arrival: number, partition: number): number | undefined {
+    const hot = this.hot.get(`${rule.name}\t${dimsId}`);
     if (!hot || arrival < hot.from || (hot.until !== undefined && arrival >= hot.until)) return undefined;
     return partition % hot.salts;
   }
 
-  private add(rule: MetricRule, event: TelemetryEvent, partials: Map<string, WindowPartial>, watermark: number, salt?: number): number {
+  private add(rule: MetricRule, event: TelemetryEvent, batch: BatchState, arrival: number, partition: number): number {
     for (const tag in rule.where) if (event.tags[tag] !== rule.where[tag]) return Outcome.Unmatched;
     const value = rule.value === undefined ? 0 : event.values[rule.value];
     if (value === undefined) return Outcome.Unmatched;
-    const dimValues = rule.groupBy.map((name) => dimensionValue(event, name));
-    const dimsId = JSON.stringify(dimValues);
+    const series = seriesOf(rule, event, batch.series);
+    const salt = this.hot.size === 0 ? undefined : this.saltOf(rule, series.dimsId, arrival, partition);
     let outcome: number = Outcome.TooLate;
-    for (const window of rule.windows) {
-      for (const start of windowStarts(window, event.ts)) {
-        if (start + window.sizeMs + rule.latenessMs + rule.horizonMs <= watermark) continue;
+    for (let w = 0; w < rule.windows.length; w++) {
+      const window = rule.windows[w]!;
+      // A tumbling window (the common case) has one start: no array for it.
+      const tumbling = window.sizeMs === window.slideMs;
+      const starts = tumbling ? undefined : windowStarts(window, event.ts);
+      for (let s = 0, n = starts ? starts.length : 1; s < n; s++) {
+        const start = starts ? starts[s]! : event.ts - mod(event.ts, window.sizeMs);
+        if (start + window.sizeMs + rule.latenessMs + rule.horizonMs <= batch.watermark) continue;
         outcome = Outcome.Aggregated;
-        const windowKey = actorKey(rule.name, window.id, start, dimsId);
-        const key = salt === undefined ? windowKey : saltedKey(windowKey, salt);
-        let partial = partials.get(key);
-        if (!partial) {
-          const dims: Record<string, string> = {};
-          rule.groupBy.forEach((name, i) => (dims[name] = dimValues[i]!));
-          partial = { key, metric: rule.name, window: window.id, start, end: start + window.sizeMs, dims, agg: emptyAgg() };
-          if (rule.states.length > 0) partial.states = {};
-          partials.set(key, partial);
-          if (salt !== undefined) {
-            // The window itself hears which sub-actors have its events, in the same batch.
-            let marker = partials.get(windowKey);
-            if (!marker) partials.set(windowKey, (marker = { key: windowKey, metric: rule.name, window: window.id, start, end: start + window.sizeMs, dims, agg: emptyAgg() }));
-            if (!(marker.salts ??= []).includes(salt)) marker.salts.push(salt);
-          }
-        }
+        const partial = salt === undefined ? unsaltedPartial(rule, series, w, start, batch) : saltedPartial(rule, series, w, start, salt, batch);
         addValue(partial.agg, value);
         for (const aggregation of rule.states) {
           const states = partial.states!;
@@ -148,6 +138,92 @@ export class Router {
     }
     return outcome;
   }
+}
+
+/** What one `route` call has built so far. */
+interface BatchState {
+  /** Every partial by actor key, in the order first met (the order of the mailbox message). */
+  partials: Map<string, WindowPartial>;
+  /** Per rule, the series met in this batch, by their dimension values one level per `groupBy` entry. */
+  series: Map<MetricRule, Map<string, unknown>>;
+  watermark: number;
+}
+
+/** A series (one combination of dimension values) met in this batch. */
+interface BatchSeries {
+  dimsId: string;
+  dims: Record<string, string>;
+  /** Its unsalted partials per window of the rule (by index), by window start. */
+  byWindow: Map<number, WindowPartial>[];
+}
+
+/**
+ * The event's series for `rule`, looked up by its dimension values (a map per `groupBy` level),
+ * so most events of a batch cost a few map lookups, no JSON and no key string.
+ */
+function seriesOf(rule: MetricRule, event: TelemetryEvent, index: Map<MetricRule, Map<string, unknown>>): BatchSeries {
+  let level = index.get(rule);
+  if (!level) index.set(rule, (level = new Map()));
+  const depth = rule.groupBy.length;
+  for (let d = 0; d < depth - 1; d++) {
+    const value = dimensionValue(event, rule.groupBy[d]!);
+    let next = level.get(value) as Map<string, unknown> | undefined;
+    if (!next) level.set(value, (next = new Map()));
+    level = next;
+  }
+  const last = depth === 0 ? "" : dimensionValue(event, rule.groupBy[depth - 1]!);
+  let series = level.get(last) as BatchSeries | undefined;
+  if (!series) {
+    const dimValues = rule.groupBy.map((name) => dimensionValue(event, name));
+    const dims: Record<string, string> = {};
+    rule.groupBy.forEach((name, i) => (dims[name] = dimValues[i]!));
+    series = { dimsId: JSON.stringify(dimValues), dims, byWindow: rule.windows.map(() => new Map()) };
+    level.set(last, series);
+  }
+  return series;
+}
+
+function unsaltedPartial(rule: MetricRule, series: BatchSeries, w: number, start: number, batch: BatchState): WindowPartial {
+  const partials = series.byWindow[w]!;
+  let partial = partials.get(start);
+  if (!partial) {
+    const window = rule.windows[w]!;
+    const key = actorKey(rule.name, window.id, start, series.dimsId);
+    // A salted event of this batch may have made the window's marker first: it takes the events too.
+    partial = batch.partials.get(key);
+    if (!partial) batch.partials.set(key, (partial = newPartial(rule, key, window.id, start, window.sizeMs, series.dims)));
+    else if (rule.states.length > 0) partial.states ??= {};
+    partials.set(start, partial);
+  }
+  return partial;
+}
+
+/** A hot series' sub-actor partial; the window itself hears which sub-actors have its events, in the same batch. */
+function saltedPartial(rule: MetricRule, series: BatchSeries, w: number, start: number, salt: number, batch: BatchState): WindowPartial {
+  const window = rule.windows[w]!;
+  const windowKey = actorKey(rule.name, window.id, start, series.dimsId);
+  const key = saltedKey(windowKey, salt);
+  let partial = batch.partials.get(key);
+  if (!partial) {
+    batch.partials.set(key, (partial = newPartial(rule, key, window.id, start, window.sizeMs, series.dims)));
+    let marker = batch.partials.get(windowKey);
+    if (!marker) {
+      marker = { key: windowKey, metric: rule.name, window: window.id, start, end: start + window.sizeMs, dims: series.dims, agg: emptyAgg() };
+      batch.partials.set(windowKey, marker);
+    }
+    if (!(marker.salts ??= []).includes(salt)) marker.salts.push(salt);
+  }
+  return partial;
+}
+
+function newPartial(rule: MetricRule, key: string, window: string, start: number, sizeMs: number, dims: Record<string, string>): WindowPartial {
+  const partial: WindowPartial = { key, metric: rule.name, window, start, end: start + sizeMs, dims, agg: emptyAgg() };
+  if (rule.states.length > 0) partial.states = {};
+  return partial;
+}
+
+function mod(a: number, n: number): number {
+  return ((a % n) + n) % n;
 }
 
 /** A missing tag groups under the empty string. `source` is the event's source unless a tag says otherwise. */

@@ -1,0 +1,34 @@
+/**
+ * A 96-bit fingerprint of an event id: three 32-bit hashes computed by three different mixing
+ * functions in one pass over the UTF-16 code units (ids are short: one pass, no allocation).
+ * The words are returned in a reused array: read them before the next call.
+ */
+export function idFingerprint(id: string): Uint32Array {
+  let a = 0x811c9dc5 ^ id.length; // FNV-1a, finished with murmur's fmix32
+  let b = 0x9747b28c; // murmur3-style per code unit
+  let c = 0x165667b1 + id.length; // xxhash32-style per code unit
+  for (let i = 0; i < id.length; i++) {
+    const unit = id.charCodeAt(i);
+    a = Math.imul(a ^ unit, 0x01000193);
+    let k = Math.imul(unit, 0xcc9e2d51);
+    k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
+    b ^= k;
+    b = (Math.imul((b << 13) | (b >>> 19), 5) + 0xe6546b64) | 0;
+    c = (c + Math.imul(unit, 0x27d4eb2f)) | 0;
+    c = Math.imul((c << 11) | (c >>> 21), 0x9e3779b1);
+  }
+  out[0] = fmix32(a);
+  out[1] = fmix32(b ^ id.length);
+  out[2] = fmix32(c);
+  return out;
+}
+
+const out = new Uint32Array(3);
+
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
