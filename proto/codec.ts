@@ -8,8 +8,9 @@
  *   protobuf strings keep the column readable). The proto also allows them to be empty,
  *   meaning "take them from the subject": pass `subject` to `decodeEventBatch` for that.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import type { TelemetryEvent } from "../actors/event.js";
+import { readEventBatch, type EventBatchColumns } from "./event-batch-reader.js";
 import { EventBatchSchema, type EventBatch } from "./gen/tally_pb.js";
 
 /** Encodes events as one columnar `EventBatch`. Throws if an event's `ts` is not a safe integer. */
@@ -62,9 +63,9 @@ export function decodeEventBatch(
   bytes: Uint8Array,
   subject?: { source: string; kind: string },
 ): TelemetryEvent[] {
-  let b: EventBatch;
+  let b: EventBatchColumns;
   try {
-    b = fromBinary(EventBatchSchema, bytes, { readUnknownFields: false });
+    b = readEventBatch(bytes);
   } catch (err) {
     throw new Error(`EventBatch: invalid protobuf: ${err instanceof Error ? err.message : String(err)}`);
   }
@@ -90,13 +91,14 @@ export function decodeEventBatch(
     if (idx >= dict.length) fail(`${col}[${pos}] = ${idx} is outside the dictionary (size ${dict.length})`);
     return dict[idx];
   };
-  // ts[0] + ts[i] in bigint: an offset between two safe timestamps may itself exceed 2^53.
-  const minTs = BigInt(Number.MIN_SAFE_INTEGER);
-  const maxTs = BigInt(Number.MAX_SAFE_INTEGER);
+  // A sum of two numbers the reader gave (|x| <= 2^53) is exact whenever it is safe; an offset
+  // between two safe timestamps may itself exceed 2^53 (then a bigint): add those as bigints.
   const toTs = (i: number): number => {
-    const ts = i === 0 ? b.ts[0] : b.ts[0] + b.ts[i];
-    if (ts < minTs || ts > maxTs) fail(`ts of event ${i} (${ts}) is outside the safe-integer range`);
-    return Number(ts);
+    const first = b.ts[0]!;
+    const offset = i === 0 ? 0 : b.ts[i]!;
+    const ts = typeof first === "number" && typeof offset === "number" ? first + offset : Number(BigInt(first) + BigInt(offset));
+    if (!Number.isSafeInteger(ts)) fail(`ts of event ${i} (${BigInt(first) + BigInt(offset)}) is outside the safe-integer range`);
+    return ts;
   };
 
   const events: TelemetryEvent[] = new Array(n);

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { TelemetryEvent } from "../actors/event.js";
 import { decodeEventBatch, encodeEventBatch } from "../proto/codec.js";
+import { readEventBatch } from "../proto/event-batch-reader.js";
 import { EventBatchSchema, type EventBatch } from "../proto/gen/tally_pb.js";
 import { mulberry32 as rng } from "../sim/fleet.js";
 
@@ -179,4 +180,50 @@ test("empty sources/kinds columns take the subject's", () => {
     { source: "robot-9", kind: "perf" },
   );
   assert.deepEqual(events.map((e) => [e.source, e.kind]), [["robot-9", "perf"], ["robot-9", "perf"]]);
+});
+
+test("the hand-written reader reads what protobuf-es reads: random batches, every column", () => {
+  const r = rng(11);
+  const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)]!;
+  const words = ["a", "site", "berlin", "ünïcødé 🚀", "", "x".repeat(300)];
+  const bigs = [0n, 1n, -1n, 127n, -64n, 1n << 31n, -(1n << 31n), 1n << 52n, (1n << 53n) - 1n, 1n << 53n, -(1n << 53n), (1n << 63n) - 1n, -(1n << 63n)];
+  for (let n = 0; n < 300; n++) {
+    const count = Math.floor(r() * 20);
+    const batch = create(EventBatchSchema, {
+      ids: Array.from({ length: count }, (_, i) => `${pick(words)}${i}`),
+      ts: Array.from({ length: count }, () => (r() < 0.3 ? pick(bigs) : BigInt(Math.floor((r() - 0.5) * 2 ** 45)))),
+      sources: Array.from({ length: count }, () => pick(words)),
+      kinds: r() < 0.5 ? [] : Array.from({ length: count }, () => pick(words)),
+      dict: words,
+      tagCounts: Array.from({ length: count }, () => Math.floor(r() * 3)),
+      tags: Array.from({ length: Math.floor(r() * 10) }, () => (r() < 0.1 ? 0xffffffff : Math.floor(r() * 1000))),
+      valueCounts: Array.from({ length: count }, () => Math.floor(r() * 2)),
+      valueNames: Array.from({ length: Math.floor(r() * 5) }, () => Math.floor(r() * 6)),
+      values: Array.from({ length: Math.floor(r() * 5) }, () => pick([0, -0, 1.5, -1e308, 5e-324, Infinity, NaN, r()])),
+    });
+    const read = readEventBatch(toBinary(EventBatchSchema, batch));
+    const { $typeName, ...columns } = batch;
+    assert.deepEqual({ ...read, ts: read.ts.map((t) => BigInt(t)) }, columns, `batch ${n}`);
+    for (const t of read.ts) assert.ok(typeof t === "bigint" || Number.isSafeInteger(t) || Math.abs(t) === 2 ** 53, "a number only when exact");
+  }
+});
+
+test("the reader takes unpacked repeated fields and skips unknown ones, as proto3 parsers must", () => {
+  // ids "a" (field 1), ts 1000 unpacked (field 2, varint, zigzag 2000), an unknown field 15 of each
+  // wire type, tag_counts 0 unpacked (field 6), value_counts 1 (field 8), value_names 0 (field 9),
+  // values 2.5 unpacked (field 10, fixed64), dict "v" (field 5), sources "s", kinds "k".
+  const double = Buffer.alloc(8);
+  double.writeDoubleLE(2.5);
+  const bytes = Buffer.concat([
+    Buffer.from([0x0a, 1, 0x61]),
+    Buffer.from([0x10, 0xd0, 0x0f]),
+    Buffer.from([0x78, 0x05, 0x79, 1, 2, 3, 4, 5, 6, 7, 8, 0x7a, 2, 9, 9, 0x7d, 1, 2, 3, 4]),
+    Buffer.from([0x30, 0, 0x40, 1, 0x48, 0]),
+    Buffer.from([0x51]),
+    double,
+    Buffer.from([0x2a, 1, 0x76, 0x1a, 1, 0x73, 0x22, 1, 0x6b]),
+  ]);
+  assert.deepEqual(decodeEventBatch(bytes), [{ id: "a", ts: 1000, source: "s", kind: "k", tags: {}, values: { v: 2.5 } }]);
+  assert.throws(() => decodeEventBatch(Buffer.from([0x7b])), /^Error: EventBatch: invalid protobuf: unsupported wire type 3/);
+  assert.throws(() => decodeEventBatch(Buffer.from([0x0a, 5, 0x61])), /runs past the end/);
 });
