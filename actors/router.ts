@@ -79,18 +79,17 @@ export class Router {
   route(events: readonly TelemetryEvent[], watermark = -Infinity, arrivals?: readonly number[], partition = 0): RoutedBatch {
     const batch: BatchState = { partials: new Map(), series: new Map(), watermark };
     const outcomes = new Uint8Array(events.length);
-    const any = this.byKind.get("*") ?? [];
+    const any = this.byKind.get("*") ?? none;
     for (let i = 0; i < events.length; i++) {
       const event = events[i]!;
       let outcome: number = Outcome.Unmatched;
       const arrival = arrivals?.[i] ?? Infinity;
-      for (const rules of [this.byKind.get(event.kind), any]) {
-        if (!rules) continue;
-        for (const rule of rules) {
-          // A rule added live counts events that arrived after it became active (README, "Live rules").
-          if (arrival < rule.activeFrom) continue;
-          outcome = Math.max(outcome, this.add(rule, event, batch, arrival, partition));
-        }
+      const ofKind = this.byKind.get(event.kind) ?? none;
+      for (let r = 0; r < ofKind.length + any.length; r++) {
+        const rule = r < ofKind.length ? ofKind[r]! : any[r - ofKind.length]!;
+        // A rule added live counts events that arrived after it became active (README, "Live rules").
+        if (arrival < rule.activeFrom) continue;
+        outcome = Math.max(outcome, this.add(rule, event, batch, arrival, partition));
       }
       outcomes[i] = outcome;
     }
@@ -139,6 +138,8 @@ export class Router {
     return outcome;
   }
 }
+
+const none: readonly MetricRule[] = [];
 
 /** What one `route` call has built so far. */
 interface BatchState {

@@ -143,13 +143,15 @@ export class PartitionIngest {
   private async process(messages: JsMsg[], first: number, last: number, logged: boolean): Promise<void> {
     const now = this.now();
     const events: TelemetryEvent[] = [];
-    /** Per accepted event: arrival minute source (JetStream's stored time) and a stable reject id. */
+    /** Per accepted event: arrival minute source (JetStream's stored time). */
     const arrivals: number[] = [];
-    const rejectIds: string[] = [];
+    /** Per accepted event: its message's index in `messages` and its index in that message (for a reject's stable id). */
+    const origins: number[] = [];
     const rejects: { reject: Reject; origin: RejectOrigin }[] = [];
     const audit = new AuditTally();
     let batchMax = -Infinity;
-    for (const m of messages) {
+    for (let k = 0; k < messages.length; k++) {
+      const m = messages[k]!;
       this.counters.messages++;
       const arrivedAt = Math.floor(m.info.timestampNanos / 1e6);
       const decoded = decodeEventMessage(m, now, this.settings.limits);
@@ -159,40 +161,52 @@ export class PartitionIngest {
       );
       audit.add(arrivedAt, "accepted", decoded.events.length + decoded.rejects.length);
       audit.add(arrivedAt, "dlq", decoded.rejects.length);
-      decoded.events.forEach((event, i) => {
-        this.counters.events++;
+      let duplicates = 0;
+      for (let i = 0; i < decoded.events.length; i++) {
+        const event = decoded.events[i]!;
         if (this.recent.seen(event.id, now)) {
-          this.counters.duplicates++;
-          audit.add(arrivedAt, "duplicates");
-          return;
+          duplicates++;
+          continue;
         }
         events.push(event);
         arrivals.push(arrivedAt);
-        rejectIds.push(`${this.partition}:${m.seq}:late${i}`);
+        origins.push(k, i);
         if (event.ts > batchMax) batchMax = event.ts;
-      });
+      }
+      this.counters.events += decoded.events.length;
+      this.counters.duplicates += duplicates;
+      audit.add(arrivedAt, "duplicates", duplicates);
     }
 
     // Lateness is judged against the watermark before this batch: the same on a replay.
     const routed = this.router.route(events, this.maxEventTime - this.settings.outOfOrdernessMs, arrivals, this.partition);
-    events.forEach((event, i) => {
-      const outcome = routed.outcomes[i];
-      if (outcome === Outcome.Aggregated) return audit.add(arrivals[i]!, "aggregated");
-      if (outcome === Outcome.Unmatched) {
-        this.counters.unmatched++;
-        return audit.add(arrivals[i]!, "unmatched");
+    // Outcomes are counted per run of events with the same arrival time (a message's events).
+    const outcomeCounts = [0, 0, 0];
+    for (let i = 0; i < events.length; i++) {
+      const outcome = routed.outcomes[i]!;
+      outcomeCounts[outcome]!++;
+      if (outcome === Outcome.TooLate) {
+        const event = events[i]!;
+        const { source, kind, ...original } = event;
+        const m = messages[origins[2 * i]!]!;
+        rejects.push({
+          reject: {
+            reason: "too_late",
+            detail: `event time ${new Date(event.ts).toISOString()} is past the correction horizon of every matching window`,
+            raw: Buffer.from(JSON.stringify(original)),
+          },
+          origin: { subject: subjects.telemetry(source, kind), id: `${this.partition}:${m.seq}:late${origins[2 * i + 1]}` },
+        });
       }
-      audit.add(arrivals[i]!, "dlq");
-      const { source, kind, ...original } = event;
-      rejects.push({
-        reject: {
-          reason: "too_late",
-          detail: `event time ${new Date(event.ts).toISOString()} is past the correction horizon of every matching window`,
-          raw: Buffer.from(JSON.stringify(original)),
-        },
-        origin: { subject: subjects.telemetry(source, kind), id: rejectIds[i]! },
-      });
-    });
+      if (i + 1 === events.length || arrivals[i + 1] !== arrivals[i]) {
+        const arrivedAt = arrivals[i]!;
+        audit.add(arrivedAt, "aggregated", outcomeCounts[Outcome.Aggregated]);
+        audit.add(arrivedAt, "unmatched", outcomeCounts[Outcome.Unmatched]);
+        audit.add(arrivedAt, "dlq", outcomeCounts[Outcome.TooLate]);
+        this.counters.unmatched += outcomeCounts[Outcome.Unmatched]!;
+        outcomeCounts.fill(0);
+      }
+    }
     this.counters.rejected += rejects.length;
 
     const prevMaxTs = this.maxEventTime;
