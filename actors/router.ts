@@ -104,8 +104,9 @@ export class Router {
   }
 
   /** The sub-actor of a salted series this event goes to, if its series is salted at its arrival. */
-  private saltOf(rule: MetricRule, dimsId: string, arrival: number, partition: number): number | undefined {
-    const hot = this.hot.get(`${rule.name}\t${dimsId}`);
+  private saltOf(rule: MetricRule, series: BatchSeries, arrival: number, partition: number): number | undefined {
+    if (series.hot === undefined) series.hot = this.hot.get(`${rule.name}\t${series.dimsId}`) ?? null;
+    const hot = series.hot;
     if (!hot || arrival < hot.from || (hot.until !== undefined && arrival >= hot.until)) return undefined;
     return partition % hot.salts;
   }
@@ -115,7 +116,7 @@ export class Router {
     const value = rule.value === undefined ? 0 : event.values[rule.value];
     if (value === undefined) return Outcome.Unmatched;
     const series = seriesOf(rule, event, batch.series);
-    const salt = this.hot.size === 0 ? undefined : this.saltOf(rule, series.dimsId, arrival, partition);
+    const salt = this.hot.size === 0 ? undefined : this.saltOf(rule, series, arrival, partition);
     let outcome: number = Outcome.TooLate;
     for (let w = 0; w < rule.windows.length; w++) {
       const window = rule.windows[w]!;
@@ -156,6 +157,10 @@ interface BatchSeries {
   dims: Record<string, string>;
   /** Its unsalted partials per window of the rule (by index), by window start. */
   byWindow: Map<number, WindowPartial>[];
+  /** Whether it is salted (looked up once per batch; null: not). */
+  hot?: HotSeries | null;
+  /** Its salted sub-actors' partials per window of the rule (by index), by salt, by window start. */
+  bySalt?: Map<number, Map<number, WindowPartial>>[];
 }
 
 /**
@@ -201,19 +206,22 @@ function unsaltedPartial(rule: MetricRule, series: BatchSeries, w: number, start
 
 /** A hot series' sub-actor partial; the window itself hears which sub-actors have its events, in the same batch. */
 function saltedPartial(rule: MetricRule, series: BatchSeries, w: number, start: number, salt: number, batch: BatchState): WindowPartial {
+  series.bySalt ??= rule.windows.map(() => new Map());
+  let partials = series.bySalt[w]!.get(salt);
+  if (!partials) series.bySalt[w]!.set(salt, (partials = new Map()));
+  let partial = partials.get(start);
+  if (partial) return partial;
   const window = rule.windows[w]!;
   const windowKey = actorKey(rule.name, window.id, start, series.dimsId);
   const key = saltedKey(windowKey, salt);
-  let partial = batch.partials.get(key);
-  if (!partial) {
-    batch.partials.set(key, (partial = newPartial(rule, key, window.id, start, window.sizeMs, series.dims)));
-    let marker = batch.partials.get(windowKey);
-    if (!marker) {
-      marker = { key: windowKey, metric: rule.name, window: window.id, start, end: start + window.sizeMs, dims: series.dims, agg: emptyAgg() };
-      batch.partials.set(windowKey, marker);
-    }
-    if (!(marker.salts ??= []).includes(salt)) marker.salts.push(salt);
+  batch.partials.set(key, (partial = newPartial(rule, key, window.id, start, window.sizeMs, series.dims)));
+  partials.set(start, partial);
+  let marker = batch.partials.get(windowKey);
+  if (!marker) {
+    marker = { key: windowKey, metric: rule.name, window: window.id, start, end: start + window.sizeMs, dims: series.dims, agg: emptyAgg() };
+    batch.partials.set(windowKey, marker);
   }
+  if (!(marker.salts ??= []).includes(salt)) marker.salts.push(salt);
   return partial;
 }
 

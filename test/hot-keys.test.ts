@@ -51,6 +51,20 @@ test("a salted series routes to its sub-actors, in other shards, and tells its w
   assert.deepEqual(unsalted.map((p) => [parseActorKey(p.key).salt, p.agg.count]), [[undefined, 50]]);
 });
 
+test("a batch that straddles the moment salting starts: events before it go to the window, after it to a sub-actor", () => {
+  const router = new Router(rules, 8);
+  router.setHotSeries([{ ...hot, from: 10 }]);
+  const batch = events(2, t0, t0 + 30_000, 40, "b");
+  // Salted events come first, so the window's marker exists before its own events arrive.
+  const arrivals = batch.map((_, i) => (i < 25 ? 10 : 5));
+  const partials = [...router.route(batch, -Infinity, arrivals, 4).byShard.values()].flat();
+  const window = partials.find((p) => parseActorKey(p.key).salt === undefined)!;
+  const sub = partials.find((p) => parseActorKey(p.key).salt !== undefined)!;
+  assert.deepEqual([window.agg.count, window.salts, sub.agg.count], [15, [1], 25]);
+  assert.ok(window.states && sub.states, "both carry the rule's other aggregates");
+  assert.equal(partials.length, 2);
+});
+
 /**
  * The same events through a salted and an unsalted cluster of shards, with late events after
  * the windows are final: every window, minute and hour, ends with the same values; the salted one
