@@ -85,15 +85,11 @@ export function validateEvent(
     return { reason: "bad_ts", detail: '"ts" must be ms since the epoch or an ISO-8601 string' };
   }
   const tags = raw.tags ?? {};
-  if (typeof tags !== "object" || Array.isArray(tags) || !Object.values(tags).every((v) => typeof v === "string")) {
+  if (typeof tags !== "object" || Array.isArray(tags) || !everyValue(tags as Record<string, unknown>, (v) => typeof v === "string")) {
     return { reason: "bad_tags", detail: '"tags" must be an object of string values' };
   }
   const values = raw.values ?? {};
-  if (
-    typeof values !== "object" ||
-    Array.isArray(values) ||
-    !Object.values(values).every((v) => typeof v === "number" && Number.isFinite(v))
-  ) {
+  if (typeof values !== "object" || Array.isArray(values) || !everyValue(values as Record<string, unknown>, (v) => typeof v === "number" && Number.isFinite(v))) {
     return { reason: "bad_values", detail: '"values" must be an object of finite numbers' };
   }
   const event: TelemetryEvent = {
@@ -123,6 +119,12 @@ function checkEvent(event: TelemetryEvent, now: number, limits: ValidationLimits
   }
   if (values > limits.maxValues) return { reason: "bad_values", detail: `more than ${limits.maxValues} values` };
   return undefined;
+}
+
+/** `Object.values(o).every(test)` without the array (JSON.parse makes only own, enumerable properties). */
+function everyValue(o: Record<string, unknown>, test: (v: unknown) => boolean): boolean {
+  for (const key in o) if (!test(o[key])) return false;
+  return true;
 }
 
 function reject(reason: Reject["reason"], detail: string, raw: Uint8Array): Decoded {

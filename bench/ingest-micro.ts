@@ -1,22 +1,23 @@
 // The router's in-process work per event, stage by stage, on the robots protobuf ×1000 workload
 // (no NATS): decode, de-duplicate, route, encode the mailbox messages. Prints ns per event.
-// Run: npx tsc -p tsconfig.json && node dist/bench/ingest-micro.js [batches]
+// Run: npx tsc -p tsconfig.json && node dist/bench/ingest-micro.js [batches] [--json] (JSON ×100 instead)
 import { decodePayload } from "../actors/decode.js";
 import { RecentIds } from "../actors/recent-ids.js";
 import { Router } from "../actors/router.js";
 import { parseRule } from "../actors/rules.js";
 import { encodeMailbox } from "../node/mailbox-codec.js";
-import { countAvg, protoBatch, robotsRule } from "./scenarios/robots.js";
+import { countAvg, jsonBatch, protoBatch, robotsRule } from "./scenarios/robots.js";
 import { buildMessages, fill } from "./workload.js";
 
-const batches = Number(process.argv[2] ?? 2000);
-const workload = protoBatch(10_000);
+const batches = Number(process.argv[2] ?? 2000) * (process.argv.includes("--json") ? 10 : 1);
+const json = process.argv.includes("--json");
+const workload = json ? jsonBatch(10_000) : protoBatch(10_000);
 const messages = buildMessages(workload, "m");
 const rule = parseRule(robotsRule(countAvg, "5s"));
 const router = new Router([rule], 32);
 const limits = { maxPayloadBytes: 1 << 20, maxFutureMs: 3_600_000, maxTags: 64, maxValues: 64 };
 const now = Date.now();
-const payloads = Array.from({ length: batches }, (_, i) => fill(messages[i % messages.length]!.template, "protobuf", i, now - 1000, 0, 0));
+const payloads = Array.from({ length: batches }, (_, i) => fill(messages[i % messages.length]!.template, workload.encoding, i, now - 1000, 0, 0));
 
 const spent = { decode: 0n, dedup: 0n, route: 0n, encode: 0n };
 let events = 0;
@@ -26,7 +27,7 @@ for (let round = 0; round < 2; round++) {
   events = 0;
   for (const payload of payloads) {
     let t = process.hrtime.bigint();
-    const decoded = decodePayload(payload, "r000000", "status", true, now, limits);
+    const decoded = decodePayload(payload, "r000000", "status", !json, now, limits);
     let u = process.hrtime.bigint();
     spent.decode += u - t;
     const fresh = decoded.events.filter((e) => !recent.seen(e.id, now));
