@@ -39,8 +39,8 @@ export interface WindowActorEnv {
 
 interface WindowState extends WindowIdentity {
   agg: BasicAgg;
-  /** The other aggregates' states, by state key. */
-  states: Record<string, unknown>;
+  /** The other aggregates' states, by state key; absent until one arrives (a count-only window never has any: it saves an object per window). */
+  states?: Record<string, unknown>;
   status: ResultStatus | "open";
   revision: number;
   lateCount: number;
@@ -149,11 +149,11 @@ export class WindowActor implements Actor<WindowMessage> {
       end: state.end,
       dims: state.dims,
       agg: state.agg,
-      states: encodeStates(state.states),
+      states: encodeStates(state.states ?? {}),
       fromSub: { salt: this.salt!, n, done, born: state.born ?? state.watermark },
     };
     state.agg = emptyAgg();
-    state.states = {};
+    state.states = undefined;
     this.env.forward!(partial, `${this.key}@${partial.fromSub!.born}#${n}`);
     if (state.status !== "open") ctx.passivate();
   }
@@ -166,7 +166,6 @@ export class WindowActor implements Actor<WindowMessage> {
       end: partial.end,
       dims: partial.dims,
       agg: emptyAgg(),
-      states: {},
       status: "open",
       revision: 0,
       lateCount: 0,
@@ -180,7 +179,8 @@ export class WindowActor implements Actor<WindowMessage> {
     for (const [stateKey, incoming] of Object.entries(partial.states ?? {})) {
       const aggregation = resolveAggregation(stateKey);
       const from = decodeState(aggregation, incoming);
-      state.states[stateKey] = stateKey in state.states ? aggregation.merge(state.states[stateKey], from) : from;
+      const states = (state.states ??= {});
+      states[stateKey] = stateKey in states ? aggregation.merge(states[stateKey], from) : from;
     }
   }
 
@@ -222,7 +222,7 @@ export class WindowActor implements Actor<WindowMessage> {
   snapshot(): Uint8Array | undefined {
     if (!this.state) return undefined;
     const { agg, states, ...rest } = this.state;
-    const stored = { ...rest, agg: agg.count ? agg : { count: 0, sum: 0 }, states: encodeStates(states) };
+    const stored = { ...rest, agg: agg.count ? agg : { count: 0, sum: 0 }, states: encodeStates(states ?? {}) };
     return Buffer.from(JSON.stringify(stored));
   }
 
@@ -234,12 +234,7 @@ export class WindowActor implements Actor<WindowMessage> {
     state.watermark = Math.max(state.watermark, watermark);
     // A late partial goes up as it came: copied before merging, which may keep the objects it is given.
     const delta = state.status !== "open" ? { agg: { ...partial.agg }, states: encodeStates(partial.states ?? {}) } : undefined;
-    mergeAgg(state.agg, partial.agg);
-    for (const [stateKey, incoming] of Object.entries(partial.states ?? {})) {
-      const aggregation = resolveAggregation(stateKey);
-      const from = decodeState(aggregation, incoming);
-      state.states[stateKey] = stateKey in state.states ? aggregation.merge(state.states[stateKey], from) : from;
-    }
+    this.merge(partial);
     const closesAt = state.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
     if (state.status === "open" && state.awaiting) {
       // Due, and waiting for sub-actors' last shares or finer windows: final once the last is in.
@@ -283,7 +278,7 @@ export class WindowActor implements Actor<WindowMessage> {
     ctx.cancelTimer("emit");
     this.send();
     // `release`: if it held the window above, that one need not wait for it any more.
-    this.handUp({ agg: { ...state.agg }, states: encodeStates(state.states), release: state.awaiting ? this.key : undefined }, watermark, onTime, ctx);
+    this.handUp({ agg: { ...state.agg }, states: encodeStates(state.states ?? {}), release: state.awaiting ? this.key : undefined }, watermark, onTime, ctx);
     state.awaiting = undefined;
     ctx.passivate();
   }
@@ -328,7 +323,7 @@ export class WindowActor implements Actor<WindowMessage> {
     for (const name of names) {
       if (isBasicAggregate(name)) continue;
       const aggregation = resolveAggregation(name);
-      const held = state.states[aggregation.stateKey] ?? aggregation.init();
+      const held = state.states?.[aggregation.stateKey] ?? aggregation.init();
       values[name] = aggregation.result(held, { sizeMs: state.end - state.start });
     }
     return values;
@@ -355,8 +350,8 @@ function decodeWindow(bytes: Uint8Array): WindowState {
   agg.sum = s.agg.sum ?? 0;
   if (typeof s.agg.min === "number") agg.min = s.agg.min;
   if (typeof s.agg.max === "number") agg.max = s.agg.max;
-  const states: Record<string, unknown> = {};
-  for (const [stateKey, encoded] of Object.entries(s.states ?? {})) states[stateKey] = decodeState(resolveAggregation(stateKey), encoded);
+  let states: Record<string, unknown> | undefined;
+  for (const [stateKey, encoded] of Object.entries(s.states ?? {})) (states ??= {})[stateKey] = decodeState(resolveAggregation(stateKey), encoded);
   return { ...s, agg, states };
 }
 

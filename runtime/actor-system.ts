@@ -30,8 +30,8 @@ class Activation<M> implements ActorContext<M> {
   /** Changed since its state was last checkpointed. */
   dirty = false;
   passivateRequested = false;
-  /** When it last finished its messages (ms): it is passivated once idle for the system's `idleMs`. */
-  idleSince = Date.now();
+  /** The idle sweep's tick at which it last finished its messages (a small integer, not a boxed ms time). */
+  idleSince: number;
   /** Processing-time timers by name, once it has set one. */
   timers?: Map<string, NodeJS.Timeout>;
 
@@ -40,7 +40,10 @@ class Activation<M> implements ActorContext<M> {
     private readonly system: ActorSystem<M>,
     /** The system's generation it was created in (see `reset`). */
     readonly generation: number,
-  ) {}
+    tick: number,
+  ) {
+    this.idleSince = tick;
+  }
 
   send(to: string, message: M): void {
     // An activation left over from before a reset must not feed the new generation.
@@ -92,8 +95,12 @@ export class ActorSystem<M> {
   private pending = 0;
   private drained: (() => void)[] = [];
   private generation = 0;
-  /** Passivates idle activations; runs while there are any. */
+  /** Passivates idle activations, every quarter of `idleMs`; runs while there are any. */
   private sweeper?: NodeJS.Timeout;
+  /** Sweeps so far: the clock activations go idle by. */
+  private ticks = 0;
+  /** Ticks an activation stays idle before it is passivated. */
+  private readonly idleTicks: number;
 
   constructor(
     private readonly kind: ActorKind<M>,
@@ -101,6 +108,7 @@ export class ActorSystem<M> {
     options: ActorSystemOptions = {},
   ) {
     this.idleMs = options.idleMs ?? 60_000;
+    this.idleTicks = this.idleMs > 0 ? 4 : 0;
     this.onError = options.onError ?? ((key, e) => console.error(`actor ${kind.name}/${key} failed:`, e));
     this.prefix = options.prefix ?? `actor/${kind.name}/`;
   }
@@ -208,7 +216,7 @@ export class ActorSystem<M> {
   }
 
   private activate(key: string): Activation<M> {
-    const activation = new Activation(key, this, this.generation);
+    const activation = new Activation(key, this, this.generation, this.ticks);
     this.activations.set(key, activation);
     this.sweeper ??= setInterval(() => this.sweep(), Math.max(1, this.idleMs / 4));
     return activation;
@@ -264,7 +272,7 @@ export class ActorSystem<M> {
 
   /** It has processed its messages: it moves to the end of the idle order. */
   private wentIdle(activation: Activation<M>): void {
-    activation.idleSince = Date.now();
+    activation.idleSince = this.ticks;
     this.activations.delete(activation.key);
     this.activations.set(activation.key, activation);
   }
@@ -272,12 +280,13 @@ export class ActorSystem<M> {
   /**
    * Passivates every activation idle for `idleMs`: one interval timer for the whole system rather
    * than a timer per actor. Passivation comes between `idleMs` and `1.25 × idleMs` after the last
-   * message. The oldest come first, so it stops at the first one not idle long enough.
+   * message (it went idle within some tick, and more than 4 ticks of `idleMs / 4` passed). The
+   * oldest come first, so it stops at the first one not idle long enough.
    */
   private sweep(): void {
-    const before = Date.now() - this.idleMs;
+    this.ticks++;
     for (const activation of this.activations.values()) {
-      if (activation.idleSince > before) break;
+      if (this.ticks - activation.idleSince <= this.idleTicks) break;
       // One still working (or with messages waiting) is moved to the end when it finishes.
       if (!activation.running && !activation.queue) this.passivate(activation);
     }
