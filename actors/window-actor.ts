@@ -6,6 +6,7 @@ import { parentWindow } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import type { MetricRule } from "./rules.js";
 import type { ResultStatus, WindowIdentity, WindowResult } from "./window-result.js";
+import { windowSizeMs } from "./windows.js";
 
 export type WindowMessage =
   /**
@@ -37,10 +38,15 @@ export interface WindowActorEnv {
   now(): number;
 }
 
-interface WindowState extends WindowIdentity {
+/**
+ * A window's state in memory. Its start and end are not in it: they follow from its key and
+ * window id (`start`, `end` below), and two boxed numbers less per window count when a node holds a
+ * million (README, "Memory"). Its snapshot still carries both.
+ */
+interface WindowState extends Omit<WindowIdentity, "start" | "end"> {
   agg: BasicAgg;
-  /** The other aggregates' states, by state key. */
-  states: Record<string, unknown>;
+  /** The other aggregates' states, by state key; absent until one arrives (a count-only window never has any: it saves an object per window). */
+  states?: Record<string, unknown>;
   status: ResultStatus | "open";
   revision: number;
   lateCount: number;
@@ -84,6 +90,15 @@ export class WindowActor implements Actor<WindowMessage> {
     this.salt = parseActorKey(key).salt;
   }
 
+  /** Where the window starts: its key says (not kept in its state, see WindowState). */
+  private get start(): number {
+    return parseActorKey(this.key).start;
+  }
+
+  private get end(): number {
+    return this.start + windowSizeMs(this.state!.window);
+  }
+
   receive(message: WindowMessage, ctx: ActorContext<WindowMessage>): void {
     if (this.salt !== undefined) return this.receiveAsSub(message, ctx);
     switch (message.type) {
@@ -115,7 +130,7 @@ export class WindowActor implements Actor<WindowMessage> {
         const state = (this.state ??= { ...this.newState(message.partial, message.watermark), born: message.watermark });
         this.merge(message.partial);
         if (state.status !== "open") return this.handOver(true, ctx);
-        const closesAt = state.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
+        const closesAt = this.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
         if (message.watermark >= closesAt) {
           state.status = "final";
           return this.handOver(true, ctx);
@@ -145,15 +160,15 @@ export class WindowActor implements Actor<WindowMessage> {
       key,
       metric: state.metric,
       window: state.window,
-      start: state.start,
-      end: state.end,
+      start: this.start,
+      end: this.end,
       dims: state.dims,
       agg: state.agg,
-      states: encodeStates(state.states),
+      states: encodeStates(state.states ?? {}),
       fromSub: { salt: this.salt!, n, done, born: state.born ?? state.watermark },
     };
     state.agg = emptyAgg();
-    state.states = {};
+    state.states = undefined;
     this.env.forward!(partial, `${this.key}@${partial.fromSub!.born}#${n}`);
     if (state.status !== "open") ctx.passivate();
   }
@@ -162,11 +177,8 @@ export class WindowActor implements Actor<WindowMessage> {
     return {
       metric: partial.metric,
       window: partial.window,
-      start: partial.start,
-      end: partial.end,
       dims: partial.dims,
       agg: emptyAgg(),
-      states: {},
       status: "open",
       revision: 0,
       lateCount: 0,
@@ -180,7 +192,8 @@ export class WindowActor implements Actor<WindowMessage> {
     for (const [stateKey, incoming] of Object.entries(partial.states ?? {})) {
       const aggregation = resolveAggregation(stateKey);
       const from = decodeState(aggregation, incoming);
-      state.states[stateKey] = stateKey in state.states ? aggregation.merge(state.states[stateKey], from) : from;
+      const states = (state.states ??= {});
+      states[stateKey] = stateKey in states ? aggregation.merge(states[stateKey], from) : from;
     }
   }
 
@@ -221,8 +234,8 @@ export class WindowActor implements Actor<WindowMessage> {
 
   snapshot(): Uint8Array | undefined {
     if (!this.state) return undefined;
-    const { agg, states, ...rest } = this.state;
-    const stored = { ...rest, agg: agg.count ? agg : { count: 0, sum: 0 }, states: encodeStates(states) };
+    const { metric, window, agg, states, ...rest } = this.state;
+    const stored = { metric, window, start: this.start, end: this.end, ...rest, agg: agg.count ? agg : { count: 0, sum: 0 }, states: encodeStates(states ?? {}) };
     return Buffer.from(JSON.stringify(stored));
   }
 
@@ -234,13 +247,8 @@ export class WindowActor implements Actor<WindowMessage> {
     state.watermark = Math.max(state.watermark, watermark);
     // A late partial goes up as it came: copied before merging, which may keep the objects it is given.
     const delta = state.status !== "open" ? { agg: { ...partial.agg }, states: encodeStates(partial.states ?? {}) } : undefined;
-    mergeAgg(state.agg, partial.agg);
-    for (const [stateKey, incoming] of Object.entries(partial.states ?? {})) {
-      const aggregation = resolveAggregation(stateKey);
-      const from = decodeState(aggregation, incoming);
-      state.states[stateKey] = stateKey in state.states ? aggregation.merge(state.states[stateKey], from) : from;
-    }
-    const closesAt = state.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
+    this.merge(partial);
+    const closesAt = this.end + (this.env.rule(state.metric)?.latenessMs ?? 0);
     if (state.status === "open" && state.awaiting) {
       // Due, and waiting for sub-actors' last shares or finer windows: final once the last is in.
       if (!this.waiting()) return this.finalize(ctx, watermark, true);
@@ -283,7 +291,7 @@ export class WindowActor implements Actor<WindowMessage> {
     ctx.cancelTimer("emit");
     this.send();
     // `release`: if it held the window above, that one need not wait for it any more.
-    this.handUp({ agg: { ...state.agg }, states: encodeStates(state.states), release: state.awaiting ? this.key : undefined }, watermark, onTime, ctx);
+    this.handUp({ agg: { ...state.agg }, states: encodeStates(state.states ?? {}), release: state.awaiting ? this.key : undefined }, watermark, onTime, ctx);
     state.awaiting = undefined;
     ctx.passivate();
   }
@@ -292,7 +300,7 @@ export class WindowActor implements Actor<WindowMessage> {
   private handUp(content: Pick<WindowPartial, "agg" | "states" | "hold" | "release">, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {
     const state = this.state!;
     const rule = this.env.rule(state.metric);
-    const up = rule && parentWindow(rule, state.window, state.start);
+    const up = rule && parentWindow(rule, state.window, this.start);
     if (!up) return;
     const key = actorKey(state.metric, up.window.id, up.start, parseActorKey(this.key).dimsId);
     const partial: WindowPartial = { key, metric: state.metric, window: up.window.id, start: up.start, end: up.start + up.window.sizeMs, dims: state.dims, ...content };
@@ -310,8 +318,8 @@ export class WindowActor implements Actor<WindowMessage> {
       key: this.key,
       metric: state.metric,
       window: state.window,
-      start: state.start,
-      end: state.end,
+      start: this.start,
+      end: this.end,
       dims: state.dims,
       status: state.status === "open" ? "provisional" : state.status,
       revision: state.revision,
@@ -324,12 +332,12 @@ export class WindowActor implements Actor<WindowMessage> {
 
   private values(names: readonly string[]): Record<string, ResultValue> {
     const state = this.state!;
-    const values: Record<string, ResultValue> = aggValues(state.agg, names, state.end - state.start);
+    const values: Record<string, ResultValue> = aggValues(state.agg, names, windowSizeMs(state.window));
     for (const name of names) {
       if (isBasicAggregate(name)) continue;
       const aggregation = resolveAggregation(name);
-      const held = state.states[aggregation.stateKey] ?? aggregation.init();
-      values[name] = aggregation.result(held, { sizeMs: state.end - state.start });
+      const held = state.states?.[aggregation.stateKey] ?? aggregation.init();
+      values[name] = aggregation.result(held, { sizeMs: windowSizeMs(state.window) });
     }
     return values;
   }
@@ -344,19 +352,21 @@ export function windowActorKind(env: WindowActorEnv): ActorKind<WindowMessage> {
 
 /** What a restarted shard needs to know of a stored window to re-register its event-time timers. */
 export function storedWindowTimes(bytes: Uint8Array): { end: number; open: boolean } {
-  const state = JSON.parse(Buffer.from(bytes).toString()) as WindowState;
+  const state = JSON.parse(Buffer.from(bytes).toString()) as WindowState & WindowIdentity;
   return { end: state.end, open: state.status === "open" };
 }
 
 function decodeWindow(bytes: Uint8Array): WindowState {
-  const s = JSON.parse(Buffer.from(bytes).toString()) as WindowState & { agg: Partial<BasicAgg>; states?: Record<string, string> };
+  // Its start and end come from its key (`WindowActor.start`, `end`).
+  const { start: _start, end: _end, ...s } = JSON.parse(Buffer.from(bytes).toString()) as WindowState &
+    WindowIdentity & { agg: Partial<BasicAgg>; states?: Record<string, string> };
   const agg = emptyAgg();
   agg.count = s.agg.count ?? 0;
   agg.sum = s.agg.sum ?? 0;
   if (typeof s.agg.min === "number") agg.min = s.agg.min;
   if (typeof s.agg.max === "number") agg.max = s.agg.max;
-  const states: Record<string, unknown> = {};
-  for (const [stateKey, encoded] of Object.entries(s.states ?? {})) states[stateKey] = decodeState(resolveAggregation(stateKey), encoded);
+  let states: Record<string, unknown> | undefined;
+  for (const [stateKey, encoded] of Object.entries(s.states ?? {})) (states ??= {})[stateKey] = decodeState(resolveAggregation(stateKey), encoded);
   return { ...s, agg, states };
 }
 

@@ -35,6 +35,15 @@ export function makeWindow(sizeMs: number, slideMs: number): WindowSpec {
   return { id, sizeMs, slideMs };
 }
 
+const sizes = new Map<string, number>();
+
+/** The size of the windows named `id` (`1m`, `5m/30s`): an id spells its size exactly. */
+export function windowSizeMs(id: string): number {
+  let size = sizes.get(id);
+  if (size === undefined) sizes.set(id, (size = parseWindow(id).sizeMs));
+  return size;
+}
+
 /** Starts of every window of `spec` that contains `ts`, oldest first. */
 export function windowStarts(spec: WindowSpec, ts: number): number[] {
   const last = ts - mod(ts, spec.slideMs);

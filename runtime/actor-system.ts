@@ -16,17 +16,65 @@ export interface CheckpointChanges {
   deletes: string[];
 }
 
-interface Activation<M> {
-  readonly key: string;
+/**
+ * One live actor. It is also the context its actor is given: one object per activation, with its
+ * methods on the prototype, because an active window costs what its activation costs (README,
+ * "Memory") and a million of them must fit in well under a GiB. So no closures per activation, no
+ * queue or timer map until one is needed, and no idle timer (the system sweeps idle ones).
+ */
+class Activation<M> implements ActorContext<M> {
   actor?: Actor<M>;
-  readonly queue: M[];
-  running: boolean;
+  /** Messages not yet processed; undefined when there are none (most of the time). */
+  queue?: M[];
+  running = false;
   /** Changed since its state was last checkpointed. */
-  dirty: boolean;
-  passivateRequested: boolean;
-  idleTimer?: NodeJS.Timeout;
-  readonly timers: Map<string, NodeJS.Timeout>;
-  readonly context: ActorContext<M>;
+  dirty = false;
+  passivateRequested = false;
+  /** The idle sweep's tick at which it last finished its messages (a small integer, not a boxed ms time). */
+  idleSince: number;
+  /** Processing-time timers by name, once it has set one. */
+  timers?: Map<string, NodeJS.Timeout>;
+
+  constructor(
+    readonly key: string,
+    private readonly system: ActorSystem<M>,
+    /** The system's generation it was created in (see `reset`). */
+    readonly generation: number,
+    tick: number,
+  ) {
+    this.idleSince = tick;
+  }
+
+  send(to: string, message: M): void {
+    // An activation left over from before a reset must not feed the new generation.
+    if (this.system.isGeneration(this.generation)) this.system.send(to, message);
+  }
+
+  setTimer(name: string, ms: number, message: M): void {
+    this.cancelTimer(name);
+    const timer = setTimeout(() => {
+      this.timers?.delete(name);
+      if (this.system.isCurrent(this)) this.system.send(this.key, message);
+    }, ms);
+    (this.timers ??= new Map()).set(name, timer);
+  }
+
+  cancelTimer(name: string): void {
+    const old = this.timers?.get(name);
+    if (!old) return;
+    clearTimeout(old);
+    this.timers!.delete(name);
+  }
+
+  passivate(): void {
+    this.passivateRequested = true;
+  }
+
+  clearTimers(): void {
+    if (!this.timers) return;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers = undefined;
+  }
 }
 
 /**
@@ -37,6 +85,7 @@ interface Activation<M> {
  * snapshot waits in memory until that checkpoint (and serves its reactivation meanwhile).
  */
 export class ActorSystem<M> {
+  /** In the order they last went idle (oldest first), so the idle sweep stops at the first one not due. */
   private readonly activations = new Map<string, Activation<M>>();
   /** Snapshots of passivated actors not yet checkpointed; `null` means "delete". */
   private readonly unsaved = new Map<string, Uint8Array | null>();
@@ -46,6 +95,12 @@ export class ActorSystem<M> {
   private pending = 0;
   private drained: (() => void)[] = [];
   private generation = 0;
+  /** Passivates idle activations, every quarter of `idleMs`; runs while there are any. */
+  private sweeper?: NodeJS.Timeout;
+  /** Sweeps so far: the clock activations go idle by. */
+  private ticks = 0;
+  /** Ticks an activation stays idle before it is passivated. */
+  private readonly idleTicks: number;
 
   constructor(
     private readonly kind: ActorKind<M>,
@@ -53,6 +108,7 @@ export class ActorSystem<M> {
     options: ActorSystemOptions = {},
   ) {
     this.idleMs = options.idleMs ?? 60_000;
+    this.idleTicks = this.idleMs > 0 ? 4 : 0;
     this.onError = options.onError ?? ((key, e) => console.error(`actor ${kind.name}/${key} failed:`, e));
     this.prefix = options.prefix ?? `actor/${kind.name}/`;
   }
@@ -60,7 +116,7 @@ export class ActorSystem<M> {
   /** Queue `message` for the actor `key`, activating it if needed. Never blocks. */
   send(key: string, message: M): void {
     const activation = this.activations.get(key) ?? this.activate(key);
-    activation.queue.push(message);
+    (activation.queue ??= []).push(message);
     this.pending++;
     if (!activation.running) void this.drain(activation);
   }
@@ -134,8 +190,9 @@ export class ActorSystem<M> {
    */
   reset(): void {
     this.generation++;
-    for (const activation of this.activations.values()) this.clearTimers(activation);
+    for (const activation of this.activations.values()) activation.clearTimers();
     this.activations.clear();
+    this.stopSweeper();
     this.unsaved.clear();
     this.pending = 0;
     for (const resolve of this.drained.splice(0)) resolve();
@@ -148,50 +205,26 @@ export class ActorSystem<M> {
     }
   }
 
+  /** @internal (for Activation): whether no reset happened since `generation`. */
+  isGeneration(generation: number): boolean {
+    return generation === this.generation;
+  }
+
+  /** @internal (for Activation): whether `activation` is still the live one for its key. */
+  isCurrent(activation: Activation<M>): boolean {
+    return this.activations.get(activation.key) === activation;
+  }
+
   private activate(key: string): Activation<M> {
-    const generation = this.generation;
-    const activation: Activation<M> = {
-      key,
-      queue: [],
-      running: false,
-      dirty: false,
-      passivateRequested: false,
-      timers: new Map(),
-      context: {
-        key,
-        send: (to, message) => {
-          // An activation left over from before a reset must not feed the new generation.
-          if (generation === this.generation) this.send(to, message);
-        },
-        setTimer: (name, ms, message) => {
-          const old = activation.timers.get(name);
-          if (old) clearTimeout(old);
-          activation.timers.set(
-            name,
-            setTimeout(() => {
-              activation.timers.delete(name);
-              if (this.activations.get(key) === activation) this.send(key, message);
-            }, ms),
-          );
-        },
-        cancelTimer: (name) => {
-          const old = activation.timers.get(name);
-          if (old) clearTimeout(old);
-          activation.timers.delete(name);
-        },
-        passivate: () => {
-          activation.passivateRequested = true;
-        },
-      },
-    };
+    const activation = new Activation(key, this, this.generation, this.ticks);
     this.activations.set(key, activation);
+    this.sweeper ??= setInterval(() => this.sweep(), Math.max(1, this.idleMs / 4));
     return activation;
   }
 
   private async drain(activation: Activation<M>): Promise<void> {
     const generation = this.generation;
     activation.running = true;
-    if (activation.idleTimer) clearTimeout(activation.idleTimer);
     let processed = 0;
     try {
       if (!activation.actor) {
@@ -201,11 +234,12 @@ export class ActorSystem<M> {
         if (generation !== this.generation) return;
         activation.actor = this.kind.create(activation.key, state);
       }
-      while (activation.queue.length > 0 && generation === this.generation) {
+      while (activation.queue && generation === this.generation) {
         const message = activation.queue.shift()!;
+        if (activation.queue.length === 0) activation.queue = undefined;
         processed++;
         try {
-          const done = activation.actor.receive(message, activation.context);
+          const done = activation.actor.receive(message, activation);
           if (done) await done;
         } catch (e) {
           this.onError(activation.key, e);
@@ -215,12 +249,12 @@ export class ActorSystem<M> {
       activation.running = false;
       if (generation !== this.generation) return;
       if (activation.passivateRequested) this.passivate(activation);
-      else activation.idleTimer = setTimeout(() => this.passivate(activation), this.idleMs);
+      else this.wentIdle(activation);
     } catch (e) {
       // The state could not be read: report it and drop what was queued.
       this.onError(activation.key, e);
-      processed += activation.queue.length;
-      activation.queue.length = 0;
+      processed += activation.queue?.length ?? 0;
+      activation.queue = undefined;
       activation.running = false;
       if (this.activations.get(activation.key) === activation) this.activations.delete(activation.key);
     } finally {
@@ -231,14 +265,37 @@ export class ActorSystem<M> {
   private passivate(activation: Activation<M>): void {
     if (activation.running || this.activations.get(activation.key) !== activation) return;
     this.activations.delete(activation.key);
-    this.clearTimers(activation);
+    activation.clearTimers();
     if (activation.dirty && activation.actor) this.unsaved.set(activation.key, activation.actor.snapshot() ?? null);
+    if (this.activations.size === 0) this.stopSweeper();
   }
 
-  private clearTimers(activation: Activation<M>) {
-    if (activation.idleTimer) clearTimeout(activation.idleTimer);
-    for (const t of activation.timers.values()) clearTimeout(t);
-    activation.timers.clear();
+  /** It has processed its messages: it moves to the end of the idle order. */
+  private wentIdle(activation: Activation<M>): void {
+    activation.idleSince = this.ticks;
+    this.activations.delete(activation.key);
+    this.activations.set(activation.key, activation);
+  }
+
+  /**
+   * Passivates every activation idle for `idleMs`: one interval timer for the whole system rather
+   * than a timer per actor. Passivation comes between `idleMs` and `1.25 × idleMs` after the last
+   * message (it went idle within some tick, and more than 4 ticks of `idleMs / 4` passed). The
+   * oldest come first, so it stops at the first one not idle long enough.
+   */
+  private sweep(): void {
+    this.ticks++;
+    for (const activation of this.activations.values()) {
+      if (this.ticks - activation.idleSince <= this.idleTicks) break;
+      // One still working (or with messages waiting) is moved to the end when it finishes.
+      if (!activation.running && !activation.queue) this.passivate(activation);
+    }
+    if (this.activations.size === 0) this.stopSweeper();
+  }
+
+  private stopSweeper(): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
   }
 
   private settle(n: number) {
