@@ -432,10 +432,24 @@ export class TallyNode {
     }
   }
 
+  /**
+   * Final and corrected results are JetStream publishes, acked before the shard's checkpoint
+   * (exactly once). A provisional result is a plain publish on the same subject: the stream still
+   * stores it, in order with the finals of this connection, but nothing waits for its ack. It is
+   * superseded by the next one anyway, and waiting for one ack per provisional result (one per
+   * changed window every emit interval) was what a node with many active windows spent its time on.
+   */
   private publishResult(result: WindowResult): Promise<unknown> {
     const subject = subjects.results(result.metric, result.window);
-    const options = result.status === "provisional" ? {} : { msgID: resultId(result) };
-    return this.js.publish(subject, JSON.stringify(result), options);
+    if (result.status === "provisional") {
+      try {
+        this.nc.publish(subject, JSON.stringify(result));
+        return Promise.resolve();
+      } catch (e) {
+        return Promise.reject(e); // a closed connection: the shard fails and recovers, as for a final
+      }
+    }
+    return this.js.publish(subject, JSON.stringify(result), { msgID: resultId(result) });
   }
 
   private async storeResults(batch: JsMsg[]): Promise<void> {
