@@ -120,7 +120,7 @@ class WireReader {
     this.pos = end;
     // Short ASCII strings (ids, sources, kinds: most of a batch) without a decoder call.
     if (end - start <= 32) {
-      const codes = new Array<number>(end - start);
+      const codes = codesOfLength[end - start]!; // reused: fromCharCode copies them
       for (let i = start; i < end; i++) {
         const byte = this.buf[i]!;
         if (byte > 0x7f) return utf8.decode(this.buf.subarray(start, end));
@@ -199,6 +199,8 @@ class WireReader {
     return this.buf[this.pos++]!;
   }
 }
+
+const codesOfLength = Array.from({ length: 33 }, (_, n) => new Array<number>(n).fill(0));
 
 /** Undoes zigzag encoding of the unsigned 64-bit `hi:lo`. */
 function zigzag(lo: number, hi: number): number | bigint {
