@@ -135,7 +135,10 @@ function hostShard(key: string, stateLog: ShardStateLog, store: RocksStateStore,
     const done = signal();
     waiting.push({ count, resolve: done.resolve });
     if (results.some((r) => r.eventCount >= count)) done.resolve();
-    return done.promise;
+    // A regression shows as a mailbox stalled behind the held checkpoint: fail, do not hang.
+    let timer!: NodeJS.Timeout;
+    const stalled = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no result counting ${count} events`)), 10_000)));
+    return Promise.race([done.promise, stalled]).finally(() => clearTimeout(timer));
   };
   return { shard, counted };
 }
