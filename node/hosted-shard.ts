@@ -245,9 +245,10 @@ export class HostedShard {
 
   /** A cut's writes, in order: its outputs stored, the state log (fenced), RocksDB, then the ack. */
   private async write(writer: ShardStateWriter, actors: ActorCut, meta: Uint8Array, outputs: Promise<unknown>[], ack?: JsMsg): Promise<void> {
-    await Promise.all(outputs);
-    if (this.outboxFailure) throw this.outboxFailure;
     await actors.write(async ({ puts, deletes }) => {
+      // Inside the cut's write, so that a failure here also hands the cut back to the actors.
+      await Promise.all(outputs);
+      if (this.outboxFailure) throw this.outboxFailure;
       const { checkpointId } = await writer.commit({ puts, deletes, meta });
       return [[this.checkpointIdKey, encode(checkpointId)]];
     });
