@@ -173,7 +173,9 @@ export class HostedShard {
       this.window.restoreWindow(key, end, open);
     }
     this.position = meta?.position ?? 0;
-    this.lastCheckpointAt = Date.now();
+    // Staggered by shard: a cut takes no time now, so shards started together would all write
+    // their checkpoints in the same instant every interval, a burst that delays everything else.
+    this.lastCheckpointAt = Date.now() - (this.id / this.deps.shardCount) * this.settings.checkpointIntervalMs;
     return this.position + 1;
   }
 
