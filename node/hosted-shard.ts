@@ -6,7 +6,7 @@ import type { MetricRule } from "../actors/rules.js";
 import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard, type ShardState } from "../actors/window-shard.js";
-import { ActorSystem } from "../runtime/actor-system.js";
+import { ActorSystem, type ActorCut } from "../runtime/actor-system.js";
 import type { StateStore } from "../runtime/state-store.js";
 import { foldedAudit } from "./audit.js";
 import { decodeMailbox, encodeMailbox } from "./mailbox-codec.js";
@@ -51,14 +51,15 @@ interface ShardMeta {
 
 /**
  * One shard of window actors, hosted here for one ownership epoch. Exactly once: every
- * `checkpointIntervalMs` it waits until its actors are idle and every result they emitted is
- * stored, then writes the changed actor state, the shard's watermark and applied batches, and
- * the mailbox position: first to the shard's state log in JetStream (what another node needs to
- * take the shard over; the write fails once a newer owner has fenced the log), then to the local
- * RocksDB in one batch, then it acks. After a crash it resumes from that checkpoint (local, or
- * from the log when the local copy is not the latest) and replays the mailbox after it: the
- * actors are deterministic in mailbox order, so they emit the same final and corrected results
- * again, and the sinks keep one per (window, revision).
+ * `checkpointIntervalMs` it cuts the shard between two mailbox messages (the changed actor
+ * states, the shard's watermark and applied batches, the mailbox position, and the results
+ * emitted up to there), then, while later mailbox messages go on being applied, waits until
+ * those results are stored and writes the cut: first to the shard's state log in JetStream (what
+ * another node needs to take the shard over; the write fails once a newer owner has fenced the
+ * log), then to the local RocksDB in one batch, then it acks the cut's position. After a crash it
+ * resumes from that checkpoint (local, or from the log when the local copy is not the latest)
+ * and replays the mailbox after it: the actors are deterministic in mailbox order, so they emit
+ * the same final and corrected results again, and the sinks keep one per (window, revision).
  */
 export class HostedShard {
   readonly actors: ActorSystem<WindowMessage>;
@@ -70,6 +71,14 @@ export class HostedShard {
   private outbox = new Set<Promise<unknown>>();
   private outboxFailure?: unknown;
   private unacked?: JsMsg;
+  /** The checkpoint being written in the background: at most one; it never rejects (see `failed`). */
+  private inflight?: Promise<void>;
+  /** Why a background checkpoint failed: nothing goes on until the shard has recovered. */
+  private failure?: unknown;
+  /** Bumped at every recovery and at abandon: a background checkpoint of an older one fails nothing. */
+  private incarnation = 0;
+  /** Deliveries and cuts take turns: a cut must fall between two mailbox messages. */
+  private turn: Promise<unknown> = Promise.resolve();
   checkpoints = 0;
 
   constructor(
@@ -119,7 +128,7 @@ export class HostedShard {
     await this.consumer.start();
   }
 
-  /** Graceful: no more mailbox, a last checkpoint, then the actors go. */
+  /** Graceful: no more mailbox, the checkpoint in flight, a last one, then the actors go. */
   async stop(): Promise<void> {
     await this.consumer?.stop();
     try {
@@ -132,11 +141,18 @@ export class HostedShard {
   /** Lost to a newer owner: drop everything not checkpointed, write nothing more. */
   async abandon(): Promise<void> {
     await this.consumer?.stop();
+    this.incarnation++;
+    // Its RocksDB write must be over before anyone reads this shard's local state again.
+    await this.inflight;
     this.actors.reset();
   }
 
   /** Rebuild from the last checkpoint; returns the mailbox sequence to resume at. */
   private async recover(): Promise<number> {
+    this.incarnation++;
+    // A checkpoint the failed incarnation still writes lands (or fails) before anything is read.
+    await this.inflight;
+    this.failure = undefined;
     this.actors.reset();
     this.outbox = new Set();
     this.outboxFailure = undefined;
@@ -157,51 +173,99 @@ export class HostedShard {
       this.window.restoreWindow(key, end, open);
     }
     this.position = meta?.position ?? 0;
-    this.lastCheckpointAt = Date.now();
+    // Staggered by shard: a cut takes no time now, so shards started together would all write
+    // their checkpoints in the same instant every interval, a burst that delays everything else.
+    this.lastCheckpointAt = Date.now() - (this.id / this.deps.shardCount) * this.settings.checkpointIntervalMs;
     return this.position + 1;
   }
 
-  private async deliver(batch: JsMsg[]): Promise<void> {
-    for (const m of batch) {
-      if (m.seq <= this.position) continue;
-      const message = decodeMailbox(m.data);
-      if (message.type !== "marks" && this.deps.observe) this.observe(message.partials);
-      if (message.type === "partials") this.window.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
-      else if (message.type === "forwarded") this.window.applyForwarded(message.partials);
-      // Waits while rollup windows fire level by level: nothing after this mark may overtake it.
-      else {
-        for (const [partition, mark] of message.marks) await this.window.mark(partition, mark);
-        this.window.tick();
+  private deliver(batch: JsMsg[]): Promise<void> {
+    return this.inTurn(async () => {
+      if (this.failure) throw this.failure;
+      for (const m of batch) {
+        if (m.seq <= this.position) continue;
+        const message = decodeMailbox(m.data);
+        if (message.type !== "marks" && this.deps.observe) this.observe(message.partials);
+        if (message.type === "partials") this.window.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
+        else if (message.type === "forwarded") this.window.applyForwarded(message.partials);
+        // Waits while rollup windows fire level by level: nothing after this mark may overtake it.
+        else {
+          for (const [partition, mark] of message.marks) await this.window.mark(partition, mark);
+          this.window.tick();
+        }
+        this.position = m.seq;
+        this.unacked = m;
       }
-      this.position = m.seq;
-      this.unacked = m;
-    }
-    if (this.outboxFailure) throw this.outboxFailure;
-    if (Date.now() - this.lastCheckpointAt >= this.settings.checkpointIntervalMs) await this.checkpoint();
+      if (this.outboxFailure) throw this.outboxFailure;
+      // One in flight at a time: while it is, the next cut waits for a later batch.
+      if (!this.inflight && Date.now() - this.lastCheckpointAt >= this.settings.checkpointIntervalMs) await this.cut();
+    });
   }
 
-  /** Actors idle, results stored, then state + position to the log and to RocksDB, then ack. */
+  /** A checkpoint now, after the one in flight, and written when this returns (graceful stop, tests). */
   async checkpoint(): Promise<void> {
-    if (!this.writer) return;
-    await this.actors.idle();
-    while (this.outbox.size > 0) await Promise.all([...this.outbox]);
-    if (this.outboxFailure) throw this.outboxFailure;
-    const meta = encode<ShardMeta>({ position: this.position, shard: this.window.save() });
+    await this.settled();
+    await this.inTurn(() => this.cut());
+    await this.settled();
+  }
+
+  private async settled(): Promise<void> {
+    while (this.inflight) await this.inflight;
+    if (this.failure) throw this.failure;
+  }
+
+  private inTurn<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(work);
+    this.turn = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Cuts the shard here, between two mailbox messages, and starts writing the cut in the
+   * background. Synchronously, once the actors are idle (they only ever wait for a state read at
+   * activation): their changed states, the shard's meta at `position`, the results and forwards
+   * emitted so far (those emitted later belong to the next checkpoint), and the message to ack.
+   */
+  private async cut(): Promise<void> {
     const writer = this.writer;
-    try {
-      await this.actors.checkpoint([[this.metaKey, meta]], [], async ({ puts, deletes }) => {
-        const { checkpointId } = await writer.commit({ puts, deletes, meta });
-        return [[this.checkpointIdKey, encode(checkpointId)]];
-      });
-    } catch (e) {
-      if (e instanceof FencedError) this.deps.onFenced(this.id);
-      throw e;
-    }
-    this.lastCheckpointAt = Date.now();
-    this.checkpoints++;
-    this.unacked?.ack();
+    if (!writer || this.inflight) return;
+    while (this.actors.pendingCount > 0) await this.actors.idle();
+    const meta = encode<ShardMeta>({ position: this.position, shard: this.window.save() });
+    const actors = this.actors.cut([[this.metaKey, meta]]);
+    const outputs = [...this.outbox];
+    const ack = this.unacked;
     this.unacked = undefined;
+    this.lastCheckpointAt = Date.now();
+    const incarnation = this.incarnation;
+    const inflight: Promise<void> = this.write(writer, actors, meta, outputs, ack)
+      .catch((e) => this.failed(e, incarnation))
+      .finally(() => {
+        if (this.inflight === inflight) this.inflight = undefined;
+      });
+    this.inflight = inflight;
+  }
+
+  /** A cut's writes, in order: its outputs stored, the state log (fenced), RocksDB, then the ack. */
+  private async write(writer: ShardStateWriter, actors: ActorCut, meta: Uint8Array, outputs: Promise<unknown>[], ack?: JsMsg): Promise<void> {
+    await actors.write(async ({ puts, deletes }) => {
+      // Inside the cut's write, so that a failure here also hands the cut back to the actors.
+      await Promise.all(outputs);
+      if (this.outboxFailure) throw this.outboxFailure;
+      const { checkpointId } = await writer.commit({ puts, deletes, meta });
+      return [[this.checkpointIdKey, encode(checkpointId)]];
+    });
+    this.checkpoints++;
+    ack?.ack();
+    // The store holds exactly this cut now: the next one is not written before this is done.
     if (writer.bytesSinceSnapshot >= this.settings.compactAfterBytes) await writer.compact(this.localEntries(), meta);
+  }
+
+  /** A background checkpoint failed: the shard fails too (crash-only recovery), never goes on without it. */
+  private failed(e: unknown, incarnation: number): void {
+    if (incarnation !== this.incarnation) return;
+    this.failure ??= e;
+    if (e instanceof FencedError) this.deps.onFenced(this.id);
+    this.consumer?.crash(e);
   }
 
   private get metaKey(): string {

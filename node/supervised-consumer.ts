@@ -88,6 +88,14 @@ export class SupervisedConsumer {
   }
 
   /**
+   * The component failed outside `handle` (say, a write it finished in the background): recover
+   * as if `handle` had thrown. Ignored while stopped or already recovering.
+   */
+  crash(error: unknown): void {
+    this.fail(error, this.generation);
+  }
+
+  /**
    * Crash-only recovery: the failed loop is retired at once (its generation is over), and once it
    * has wound down the component is rebuilt from durable state and started again, with backoff.
    * Never two loops feeding one component.

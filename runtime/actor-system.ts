@@ -16,6 +16,13 @@ export interface CheckpointChanges {
   deletes: string[];
 }
 
+/** A cut of the changed actors (`ActorSystem.cut`), to be written once. */
+export interface ActorCut {
+  readonly changes: CheckpointChanges;
+  /** Writes the cut as `checkpoint` does; rejects if `replicate` or the store fails. */
+  write(replicate?: (changes: CheckpointChanges) => Promise<[string, Uint8Array][] | void>): Promise<void>;
+}
+
 /**
  * One live actor. It is also the context its actor is given: one object per activation, with its
  * methods on the prototype, because an active window costs what its activation costs (README,
@@ -89,6 +96,9 @@ export class ActorSystem<M> {
   private readonly activations = new Map<string, Activation<M>>();
   /** Snapshots of passivated actors not yet checkpointed; `null` means "delete". */
   private readonly unsaved = new Map<string, Uint8Array | null>();
+  /** The states of the cut being written (`cut`): newer than the store's until the write is done. */
+  private saving?: Map<string, Uint8Array | null>;
+  private writing?: Promise<void>;
   private readonly idleMs: number;
   private readonly onError: (key: string, error: unknown) => void;
   readonly prefix: string;
@@ -138,42 +148,80 @@ export class ActorSystem<M> {
 
   /**
    * Persist every actor changed since the last checkpoint (active or passivated), together with
-   * `extra` entries, in one atomic write. Waits for queued messages first. `replicate` sees the
-   * same changes before the store does (to copy them elsewhere) and may add entries of its own
-   * to the write (say, where the copy stands); if it fails, nothing is written.
+   * `extra` entries, in one atomic write. Waits for queued messages (and a cut still being
+   * written) first. `replicate` sees the same changes before the store does (to copy them
+   * elsewhere) and may add entries of its own to the write (say, where the copy stands); if it
+   * fails, nothing is written.
    */
   async checkpoint(
     extra: [string, Uint8Array][] = [],
     deletes: string[] = [],
     replicate?: (changes: CheckpointChanges) => Promise<[string, Uint8Array][] | void>,
   ): Promise<void> {
-    await this.idle();
+    for (;;) {
+      if (this.writing) await this.writing.catch(() => undefined);
+      else if (this.pending > 0) await this.idle();
+      else return this.cut(extra, deletes).write(replicate);
+    }
+  }
+
+  /**
+   * A consistent cut of every actor changed since the last cut, taken synchronously: call it
+   * when idle, between two of the caller's input messages, and record the caller's position in
+   * `extra`. Messages processed after it mark their actors dirty again, for the next cut, so the
+   * caller can go on feeding actors while the cut is written. Until the write is done, the
+   * cut's states serve reactivations: the store does not have them yet. One cut at a time.
+   */
+  cut(extra: [string, Uint8Array][] = [], deletes: string[] = []): ActorCut {
+    if (this.pending > 0) throw new Error("a cut needs idle actors: queued messages would fall half in");
+    if (this.saving) throw new Error("the previous cut is still being written");
+    const saving = new Map(this.unsaved);
+    this.unsaved.clear();
+    for (const activation of this.activations.values()) {
+      if (!activation.dirty || !activation.actor) continue;
+      saving.set(activation.key, activation.actor.snapshot() ?? null);
+      activation.dirty = false;
+    }
     const puts: [string, Uint8Array][] = [...extra];
     const removed = [...deletes];
-    // Collected synchronously, so a message processed during the write marks its actor dirty again.
-    const saved = new Map(this.unsaved);
-    this.unsaved.clear();
-    for (const [key, state] of saved) {
+    for (const [key, state] of saving) {
       if (state) puts.push([this.prefix + key, state]);
       else removed.push(this.prefix + key);
     }
-    const collected: Activation<M>[] = [];
-    for (const activation of this.activations.values()) {
-      if (!activation.dirty || !activation.actor) continue;
-      const state = activation.actor.snapshot();
-      if (state) puts.push([this.prefix + activation.key, state]);
-      else removed.push(this.prefix + activation.key);
-      activation.dirty = false;
-      collected.push(activation);
-    }
-    try {
-      const added = await replicate?.({ puts, deletes: removed });
-      if (added) puts.push(...added);
-      await this.store.write(puts, removed);
-    } catch (e) {
-      for (const [key, state] of saved) if (!this.unsaved.has(key)) this.unsaved.set(key, state);
-      for (const activation of collected) activation.dirty = true;
-      throw e;
+    this.saving = saving;
+    const generation = this.generation;
+    const changes = { puts, deletes: removed };
+    return {
+      changes,
+      write: (replicate) => {
+        const written = (async () => {
+          try {
+            const added = await replicate?.(changes);
+            await this.store.write(added ? [...puts, ...added] : puts, removed);
+          } catch (e) {
+            // Not written: the cut's states go back to waiting for the next checkpoint.
+            if (generation === this.generation) this.uncut(saving);
+            throw e;
+          }
+        })();
+        this.writing = written;
+        // Registered before the caller's own await, so the caller resumes with the cut retired.
+        const retire = () => {
+          if (this.saving === saving) this.saving = undefined;
+          if (this.writing === written) this.writing = undefined;
+        };
+        written.then(retire, retire);
+        return written;
+      },
+    };
+  }
+
+  private uncut(saving: Map<string, Uint8Array | null>): void {
+    for (const [key, state] of saving) {
+      const activation = this.activations.get(key);
+      // A live actor holds the same state or a newer one; otherwise the cut's is the latest.
+      if (activation?.actor) activation.dirty = true;
+      else if (!this.unsaved.has(key)) this.unsaved.set(key, state);
     }
   }
 
@@ -194,6 +242,7 @@ export class ActorSystem<M> {
     this.activations.clear();
     this.stopSweeper();
     this.unsaved.clear();
+    this.saving = undefined;
     this.pending = 0;
     for (const resolve of this.drained.splice(0)) resolve();
   }
@@ -230,7 +279,9 @@ export class ActorSystem<M> {
       if (!activation.actor) {
         const state = this.unsaved.has(activation.key)
           ? (this.unsaved.get(activation.key) ?? undefined)
-          : await this.store.get(this.prefix + activation.key);
+          : this.saving?.has(activation.key)
+            ? (this.saving.get(activation.key) ?? undefined)
+            : await this.store.get(this.prefix + activation.key);
         if (generation !== this.generation) return;
         activation.actor = this.kind.create(activation.key, state);
       }

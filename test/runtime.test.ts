@@ -218,3 +218,33 @@ async function eventuallyInactive(system: ActorSystem<Msg>, count: number) {
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+test("a cut is consistent while it is written: later messages go to the next cut, and reactivation reads the cut, not the store", () =>
+  withStore(async (store) => {
+    const system = new ActorSystem(kind, store);
+    system.send("p", { type: "add", n: 5 });
+    system.send("p", { type: "done" }); // passivated: its state waits in memory
+    system.send("q", { type: "add", n: 7 });
+    await system.idle();
+    const cut = system.cut([["position", Buffer.from("1")]]);
+    assert.deepEqual(cut.changes.puts.map(([k, v]) => `${k}=${Buffer.from(v)}`).sort(), ["actor/counter/p=5", "actor/counter/q=7", "position=1"]);
+
+    // The write is held back (the state log, in a shard); meanwhile the actors go on.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const written = cut.write(() => held);
+    system.send("p", { type: "add", n: 1 }); // reactivated from the cut: the store has no "p" yet
+    system.send("q", { type: "add", n: 1 });
+    await system.idle();
+    assert.equal(kind.live.get("p")!.total, 6);
+    assert.equal(await store.get("actor/counter/p"), undefined);
+    assert.throws(() => system.cut(), /still being written/);
+
+    release();
+    await written;
+    assert.equal(Buffer.from((await store.get("actor/counter/q"))!).toString(), "7", "the store holds the cut, not later changes");
+    await system.checkpoint([["position", Buffer.from("2")]]);
+    assert.equal(Buffer.from((await store.get("actor/counter/p"))!).toString(), "6");
+    assert.equal(Buffer.from((await store.get("actor/counter/q"))!).toString(), "8");
+    await system.stop();
+  }));
