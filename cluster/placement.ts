@@ -22,33 +22,3 @@ export function desiredOwners(units: readonly string[], members: readonly string
   for (const unit of units) owners.set(unit, ring.get(unit)!);
   return owners;
 }
-
-export interface Move {
-  unit: string;
-  /** The current owner; null when nobody owns the unit or its owner is no longer a member. */
-  from: string | null;
-  to: string;
-}
-
-/**
- * The moves of one rebalance round: units whose owner differs from the desired one, at most
- * `maxMoves` so a joining node does not cause a storm. Orphaned units (no owner, or an owner not
- * in `liveMembers`) come first, since nobody is processing them; then by unit name (plain code
- * unit order, the same on every node). An orphan's `from` is null: there is nobody to hand off.
- */
-export function planMoves(
-  current: ReadonlyMap<string, string | null>,
-  desired: ReadonlyMap<string, string>,
-  maxMoves: number,
-  liveMembers?: ReadonlySet<string>,
-): Move[] {
-  const moves: (Move & { orphan: boolean })[] = [];
-  for (const [unit, to] of desired) {
-    const owner = current.get(unit) ?? null;
-    if (owner === to) continue;
-    const orphan = owner === null || (liveMembers !== undefined && !liveMembers.has(owner));
-    moves.push({ unit, from: orphan ? null : owner, to, orphan });
-  }
-  moves.sort((a, b) => (a.orphan !== b.orphan ? (a.orphan ? -1 : 1) : a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0));
-  return moves.slice(0, Math.max(0, maxMoves)).map(({ unit, from, to }) => ({ unit, from, to }));
-}
