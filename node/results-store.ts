@@ -28,24 +28,48 @@ export class ResultsStore {
    * noticed yet). True if stored.
    */
   async put(result: WindowResult): Promise<boolean> {
-    const writes: [string, Uint8Array][] = [];
-    if (result.shard !== undefined && result.epoch !== undefined) {
-      const newest = await this.newestEpoch(result.shard);
-      if (result.epoch < newest) return false;
-      if (result.epoch > newest) {
-        this.epochs.set(result.shard, result.epoch);
-        writes.push([epochKey(result.shard), Buffer.from(String(result.epoch))]);
+    return (await this.putAll([result]))[0]!;
+  }
+
+  /**
+   * `put` for a batch in stream order, with one read per distinct window (in parallel) and one
+   * write: the same outcome, result by result, as putting them one after another (a node with
+   * many active windows stored results one read and one write at a time, ~10k a second, and its
+   * results consumer fell behind). Returns, per result, whether it was stored.
+   */
+  async putAll(results: readonly WindowResult[]): Promise<boolean[]> {
+    const writes = new Map<string, Uint8Array>();
+    const fresh: (string | undefined)[] = [];
+    for (const result of results) {
+      if (result.shard !== undefined && result.epoch !== undefined) {
+        const newest = await this.newestEpoch(result.shard);
+        if (result.epoch < newest) {
+          fresh.push(undefined);
+          continue;
+        }
+        if (result.epoch > newest) {
+          this.epochs.set(result.shard, result.epoch);
+          writes.set(epochKey(result.shard), Buffer.from(String(result.epoch)));
+        }
       }
+      fresh.push(storageKey(result.metric, result.window, result.start, JSON.stringify(result.dims)));
     }
-    const key = storageKey(result.metric, result.window, result.start, JSON.stringify(result.dims));
-    const existing = await this.store.get(key);
-    if (existing && isNewer(JSON.parse(Buffer.from(existing).toString()) as WindowResult, result)) {
-      if (writes.length > 0) await this.store.write(writes);
-      return false;
-    }
-    writes.push([key, Buffer.from(JSON.stringify(result))]);
-    await this.store.write(writes);
-    return true;
+    const keys = [...new Set(fresh.filter((k): k is string => k !== undefined))];
+    const stored = await Promise.all(keys.map((key) => this.store.get(key)));
+    const latest = new Map<string, WindowResult | undefined>(
+      keys.map((key, i) => [key, stored[i] ? (JSON.parse(Buffer.from(stored[i]!).toString()) as WindowResult) : undefined]),
+    );
+    const outcome = results.map((result, i) => {
+      const key = fresh[i];
+      if (key === undefined) return false;
+      const current = latest.get(key);
+      if (current && isNewer(current, result)) return false;
+      latest.set(key, result);
+      writes.set(key, Buffer.from(JSON.stringify(result)));
+      return true;
+    });
+    if (writes.size > 0) await this.store.write([...writes]);
+    return outcome;
   }
 
   private async newestEpoch(shard: number): Promise<number> {

@@ -453,10 +453,11 @@ export class TallyNode {
   }
 
   private async storeResults(batch: JsMsg[]): Promise<void> {
-    for (const m of batch) {
-      const result = JSON.parse(m.string()) as WindowResult;
-      if (await this.results.put(result)) for (const listener of this.listeners) listener(result);
-    }
+    const results = batch.map((m) => JSON.parse(m.string()) as WindowResult);
+    const stored = await this.results.putAll(results);
+    results.forEach((result, i) => {
+      if (stored[i]) for (const listener of this.listeners) listener(result);
+    });
   }
 }
 
