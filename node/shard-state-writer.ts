@@ -172,6 +172,11 @@ export class ShardStateWriter {
     } catch (e) {
       if (!isWrongLastSequence(e)) throw (this.failure = e as Error);
       const tail = await readTail(this.jsm, this.shard).catch(() => undefined);
+      // The log moved on at this writer's own epoch: a record of ours was stored although its
+      // ack never came (a timeout under load). Not a newer owner: the shard reopens its log.
+      if (tail?.epoch === this.epoch) {
+        throw (this.failure = new Error(`shard ${this.shard}: the state log holds a record of epoch ${this.epoch} this writer never saw acked; reopen`));
+      }
       throw (this.failure = new FencedError(this.shard, this.epoch, tail?.epoch));
     }
   }

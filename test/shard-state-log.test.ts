@@ -190,6 +190,27 @@ test("a newer owner's fence makes the old writer's commits fail with FencedError
   await assert.rejects(old.commit({ puts: [], deletes: [], meta: text("stale") }), FencedError, "still fenced after the new owner wrote");
 });
 
+test("a record of the writer's own epoch it never saw acked (a lost ack) fails the writer, but is no fence", async () => {
+  const shard = 13;
+  const writer = await log.open(shard, 9);
+  await commit(writer, new Model(), [["a", text("1")]], [], "m1");
+  // What a publish whose ack timed out leaves behind: a record of epoch 9 the writer did not see.
+  const h = headers();
+  h.set(header.kind, "chunk");
+  h.set(header.epoch, "9");
+  h.set(header.checkpoint, "0");
+  h.set(header.sinceSnapshot, "0");
+  await js.publish(subjects.shardState(shard), text("lost ack"), { headers: h });
+  await assert.rejects(writer.commit({ puts: [], deletes: [], meta: text("m2") }), (e: unknown) => {
+    assert.ok(!(e instanceof FencedError), "its own record is not a newer owner's fence");
+    assert.match(String(e), /never saw acked/);
+    return true;
+  });
+  const reopened = await log.open(shard, 9);
+  await reopened.commit({ puts: [["b", text("2")]], deletes: [], meta: text("m3") });
+  assert.equal(Buffer.from((await log.restore(shard)).meta!).toString(), "m3");
+});
+
 test("of two owners opening at once, the higher epoch ends up the writer", async () => {
   const shard = 6;
   await log.open(shard, 1);
