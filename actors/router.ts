@@ -4,7 +4,7 @@ import { addValue, emptyAgg, type BasicAgg } from "./aggregates.js";
 import type { TelemetryEvent } from "./event.js";
 import type { MetricRule } from "./rules.js";
 import type { WindowIdentity } from "./window-result.js";
-import { windowStarts } from "./windows.js";
+import { lastWindowStart, windowStarts } from "./windows.js";
 
 /** The combined contribution of one batch of events to one window actor. */
 export interface WindowPartial extends WindowIdentity {
@@ -124,7 +124,7 @@ export class Router {
       const tumbling = window.sizeMs === window.slideMs;
       const starts = tumbling ? undefined : windowStarts(window, event.ts);
       for (let s = 0, n = starts ? starts.length : 1; s < n; s++) {
-        const start = starts ? starts[s]! : event.ts - mod(event.ts, window.sizeMs);
+        const start = starts ? starts[s]! : lastWindowStart(window, event.ts);
         if (start + window.sizeMs + rule.latenessMs + rule.horizonMs <= batch.watermark) continue;
         outcome = Outcome.Aggregated;
         const partial = salt === undefined ? unsaltedPartial(rule, series, w, start, batch) : saltedPartial(rule, series, w, start, salt, batch);
@@ -229,10 +229,6 @@ function newPartial(rule: MetricRule, key: string, window: string, start: number
   const partial: WindowPartial = { key, metric: rule.name, window, start, end: start + sizeMs, dims, agg: emptyAgg() };
   if (rule.states.length > 0) partial.states = {};
   return partial;
-}
-
-function mod(a: number, n: number): number {
-  return ((a % n) + n) % n;
 }
 
 /** A missing tag groups under the empty string. `source` is the event's source unless a tag says otherwise. */

@@ -44,9 +44,14 @@ export function windowSizeMs(id: string): number {
   return size;
 }
 
+/** Start of the newest window of `spec` that contains `ts` (a tumbling window's only one). */
+export function lastWindowStart(spec: WindowSpec, ts: number): number {
+  return ts - mod(ts, spec.slideMs);
+}
+
 /** Starts of every window of `spec` that contains `ts`, oldest first. */
 export function windowStarts(spec: WindowSpec, ts: number): number[] {
-  const last = ts - mod(ts, spec.slideMs);
+  const last = lastWindowStart(spec, ts);
   const starts: number[] = [];
   for (let start = last - spec.sizeMs + spec.slideMs; start <= last; start += spec.slideMs) starts.push(start);
   return starts;
