@@ -1,5 +1,7 @@
+import { appendEventBatch } from "../proto/append-event-batch.js";
 import { decodeEventBatch } from "../proto/codec.js";
 import type { Reject, TelemetryEvent, ValidationLimits } from "./event.js";
+import type { EventColumns } from "./event-columns.js";
 
 export interface Decoded {
   events: TelemetryEvent[];
@@ -43,6 +45,58 @@ export function decodePayload(
     }
   }
   return out;
+}
+
+/**
+ * `decodePayload` for routers: appends the valid events of one message to `columns` (message
+ * `message`), each then offered to `admit` (false: drop it, e.g. a duplicate), and returns the
+ * rejects. Never throws on any input.
+ */
+export function decodePayloadInto(
+  columns: EventColumns,
+  message: number,
+  arrival: number,
+  protobuf: boolean,
+  now: number,
+  limits: ValidationLimits,
+  admit: (row: number) => boolean,
+): Reject[] {
+  const { bytes: payload, source, kind } = columns.messages[message]!;
+  if (!protobuf || payload.byteLength > limits.maxPayloadBytes) {
+    const decoded = decodePayload(payload, source, kind, protobuf, now, limits);
+    decoded.events.forEach((event, i) => {
+      columns.appendEvent(event, arrival, message, i);
+      if (!admit(columns.length - 1)) columns.pop();
+    });
+    return decoded.rejects;
+  }
+  const rejects: Reject[] = [];
+  try {
+    appendEventBatch(columns, payload, message, { source, kind }, arrival, (row) => {
+      const problem = checkRow(columns, row, now, limits);
+      if (!problem) return admit(row);
+      rejects.push({ ...problem, raw: encoder.encode(JSON.stringify(columns.event(row))) });
+      return false;
+    });
+  } catch (e) {
+    return [{ reason: "invalid_protobuf", detail: (e as Error).message, raw: payload }];
+  }
+  return rejects;
+}
+
+/** `checkEvent` of a row read from a protobuf batch (its values are numbers already). */
+function checkRow(columns: EventColumns, row: number, now: number, limits: ValidationLimits): Problem | undefined {
+  if (columns.idEnd[row] === columns.idStart[row]) return { reason: "missing_id", detail: "event without an id" };
+  const ts = columns.ts[row]!;
+  if (ts > now + limits.maxFutureMs) {
+    return { reason: "future_ts", detail: `ts ${new Date(ts).toISOString()} is more than ${limits.maxFutureMs} ms ahead of the node clock` };
+  }
+  if (columns.tagEnd[row]! - columns.tagsStart(row) > limits.maxTags) return { reason: "too_many_tags", detail: `more than ${limits.maxTags} tags` };
+  const start = columns.valuesStart(row);
+  const end = columns.valueEnd[row]!;
+  for (let v = start; v < end; v++) if (!Number.isFinite(columns.value[v]!)) return { reason: "bad_values", detail: "values must be finite numbers" };
+  if (end - start > limits.maxValues) return { reason: "bad_values", detail: `more than ${limits.maxValues} values` };
+  return undefined;
 }
 
 function decodeProtobuf(payload: Uint8Array, source: string, kind: string, now: number, limits: ValidationLimits): Decoded {

@@ -1,14 +1,42 @@
 /**
  * A 96-bit fingerprint of an event id: three 32-bit hashes computed by three different mixing
- * functions in one pass over the UTF-16 code units (ids are short: one pass, no allocation).
+ * functions in one pass over the id's UTF-8 bytes (ids are short: one pass, no allocation).
+ * The same id gives the same fingerprint whether it arrives as bytes (a protobuf batch, hashed
+ * where it lies in the message) or as a string (JSON).
  * The words are returned in a reused array: read them before the next call.
  */
+export function idFingerprintOfBytes(bytes: Uint8Array, start: number, end: number): Uint32Array {
+  const length = end - start;
+  let a = 0x811c9dc5 ^ length; // FNV-1a, finished with murmur's fmix32
+  let b = 0x9747b28c; // murmur3-style per byte
+  let c = 0x165667b1 + length; // xxhash32-style per byte
+  for (let i = start; i < end; i++) {
+    const unit = bytes[i]!;
+    a = Math.imul(a ^ unit, 0x01000193);
+    let k = Math.imul(unit, 0xcc9e2d51);
+    k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
+    b ^= k;
+    b = (Math.imul((b << 13) | (b >>> 19), 5) + 0xe6546b64) | 0;
+    c = (c + Math.imul(unit, 0x27d4eb2f)) | 0;
+    c = Math.imul((c << 11) | (c >>> 21), 0x9e3779b1);
+  }
+  out[0] = fmix32(a);
+  out[1] = fmix32(b ^ length);
+  out[2] = fmix32(c);
+  return out;
+}
+
+/** The fingerprint of `id`'s UTF-8 bytes (ASCII ids, the usual case, without encoding them). */
 export function idFingerprint(id: string): Uint32Array {
-  let a = 0x811c9dc5 ^ id.length; // FNV-1a, finished with murmur's fmix32
-  let b = 0x9747b28c; // murmur3-style per code unit
-  let c = 0x165667b1 + id.length; // xxhash32-style per code unit
+  let a = 0x811c9dc5 ^ id.length;
+  let b = 0x9747b28c;
+  let c = 0x165667b1 + id.length;
   for (let i = 0; i < id.length; i++) {
     const unit = id.charCodeAt(i);
+    if (unit > 0x7f) {
+      const bytes = utf8.encode(id);
+      return idFingerprintOfBytes(bytes, 0, bytes.length);
+    }
     a = Math.imul(a ^ unit, 0x01000193);
     let k = Math.imul(unit, 0xcc9e2d51);
     k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
@@ -24,6 +52,7 @@ export function idFingerprint(id: string): Uint32Array {
 }
 
 const out = new Uint32Array(3);
+const utf8 = new TextEncoder();
 
 function fmix32(h: number): number {
   h ^= h >>> 16;

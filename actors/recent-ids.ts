@@ -40,13 +40,29 @@ export class RecentIds {
   /** True if `id` was already seen within the horizon; records it otherwise. */
   seen(id: string, now: number): boolean {
     this.rotate(now);
-    return !this.insert(id);
+    const f = idFingerprint(id);
+    return !this.insert(f[0]!, f[1]!, f[2]!);
+  }
+
+  /** `seen` for the id whose fingerprint (`idFingerprint`) is words `3i…3i+2` of `fingerprints`. */
+  seenFingerprint(fingerprints: Uint32Array, i: number, now: number): boolean {
+    this.rotate(now);
+    return !this.insert(fingerprints[3 * i]!, fingerprints[3 * i + 1]!, fingerprints[3 * i + 2]!);
   }
 
   /** Remember ids recovered from a log (they count as seen now: kept for at least one more horizon). */
   restore(ids: Iterable<string>, now: number): void {
     this.rotate(now);
-    for (const id of ids) this.insert(id);
+    for (const id of ids) {
+      const f = idFingerprint(id);
+      this.insert(f[0]!, f[1]!, f[2]!);
+    }
+  }
+
+  /** `restore` of fingerprints, three words each. */
+  restoreFingerprints(fingerprints: Uint32Array, now: number): void {
+    this.rotate(now);
+    for (let j = 0; j + 2 < fingerprints.length; j += 3) this.insert(fingerprints[j]!, fingerprints[j + 1]!, fingerprints[j + 2]!);
   }
 
   get size(): number {
@@ -58,12 +74,8 @@ export class RecentIds {
     return this.slots.bytes;
   }
 
-  /** Records `id` unless it is live already; returns whether it was new. */
-  private insert(id: string): boolean {
-    const fingerprint = idFingerprint(id);
-    const a = fingerprint[0]!;
-    const b = fingerprint[1]!;
-    const c = fingerprint[2]!;
+  /** Records the fingerprint `a b c` unless it is live already; returns whether it was new. */
+  private insert(a: number, b: number, c: number): boolean {
     const { words, mask } = this.slots;
     const oldestLive = this.generation - this.generationCount;
     let reusable = -1;
@@ -103,11 +115,17 @@ export class RecentIds {
     const next = new Slots(capacity);
     const { words, mask } = next;
     let written = 0;
-    for (let j = 0; j < 4 * old.capacity; j += 4) {
-      if (old.words[j]! < oldestLive) continue; // never written (0) or expired
-      let i = old.words[j + 1]! & mask;
+    const from = old.words;
+    for (let j = 0; j < from.length; j += 4) {
+      const generation = from[j]!;
+      // Never written (0: also below `oldestLive` once the first horizon has passed) or expired.
+      if (generation === 0 || generation < oldestLive) continue;
+      let i = from[j + 1]! & mask;
       while (words[4 * i] !== 0) i = (i + 1) & mask;
-      for (let w = 0; w < 4; w++) words[4 * i + w] = old.words[j + w]!;
+      words[4 * i] = generation;
+      words[4 * i + 1] = from[j + 1]!;
+      words[4 * i + 2] = from[j + 2]!;
+      words[4 * i + 3] = from[j + 3]!;
       written++;
     }
     this.slots = next;

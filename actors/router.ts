@@ -2,6 +2,7 @@ import { actorKey, saltedKey, shardOfKey } from "./actor-keys.js";
 import type { HotSeries } from "./hot-keys.js";
 import { addValue, emptyAgg, type BasicAgg } from "./aggregates.js";
 import type { TelemetryEvent } from "./event.js";
+import { EventColumns } from "./event-columns.js";
 import type { MetricRule } from "./rules.js";
 import type { WindowIdentity } from "./window-result.js";
 import { lastWindowStart, windowStarts } from "./windows.js";
@@ -72,24 +73,32 @@ export class Router {
   }
 
   /**
+   * `route` for events given as objects (tests, backfills): `arrivals` per event, else Infinity.
+   */
+  route(events: readonly TelemetryEvent[], watermark = -Infinity, arrivals?: readonly number[], partition = 0): RoutedBatch {
+    const columns = new EventColumns();
+    events.forEach((event, i) => columns.appendEvent(event, arrivals?.[i] ?? Infinity));
+    return this.routeColumns(columns, watermark, partition);
+  }
+
+  /**
    * `watermark`: the event time before which windows past `end + lateness + horizon` take no
    * more events. It must be deterministic for a given input (a replay routes the same way).
    * `partition`: where the batch came from; it picks the sub-actor of a salted series.
    */
-  route(events: readonly TelemetryEvent[], watermark = -Infinity, arrivals?: readonly number[], partition = 0): RoutedBatch {
-    const batch: BatchState = { partials: new Map(), series: new Map(), watermark };
-    const outcomes = new Uint8Array(events.length);
-    const any = this.byKind.get("*") ?? none;
-    for (let i = 0; i < events.length; i++) {
-      const event = events[i]!;
+  routeColumns(columns: EventColumns, watermark = -Infinity, partition = 0): RoutedBatch {
+    const batch: BatchState = { partials: new Map(), watermark, columns, eventRow: -1 };
+    const plansByKind = this.plansByKind(columns);
+    const outcomes = new Uint8Array(columns.length);
+    for (let i = 0; i < columns.length; i++) {
+      const plans = plansByKind[columns.kind[i]!]!;
+      const arrival = columns.arrival[i]!;
       let outcome: number = Outcome.Unmatched;
-      const arrival = arrivals?.[i] ?? Infinity;
-      const ofKind = this.byKind.get(event.kind) ?? none;
-      for (let r = 0; r < ofKind.length + any.length; r++) {
-        const rule = r < ofKind.length ? ofKind[r]! : any[r - ofKind.length]!;
+      for (let r = 0; r < plans.length; r++) {
+        const plan = plans[r]!;
         // A rule added live counts events that arrived after it became active (README, "Live rules").
-        if (arrival < rule.activeFrom) continue;
-        outcome = Math.max(outcome, this.add(rule, event, batch, arrival, partition));
+        if (arrival < plan.rule.activeFrom) continue;
+        outcome = Math.max(outcome, this.add(plan, i, batch, arrival, partition));
       }
       outcomes[i] = outcome;
     }
@@ -103,6 +112,18 @@ export class Router {
     return { byShard, outcomes };
   }
 
+  /** Per kind of the batch (by index), the plans of the rules that take it. */
+  private plansByKind(columns: EventColumns): RulePlan[][] {
+    const plans = new Map<MetricRule, RulePlan>();
+    const planOf = (rule: MetricRule) => {
+      let plan = plans.get(rule);
+      if (!plan) plans.set(rule, (plan = planRule(rule, columns)));
+      return plan;
+    };
+    const any = this.byKind.get("*") ?? none;
+    return columns.kinds.map((kind) => [...(this.byKind.get(kind) ?? none), ...any].map(planOf));
+  }
+
   /** The sub-actor of a salted series this event goes to, if its series is salted at its arrival. */
   private saltOf(rule: MetricRule, series: BatchSeries, arrival: number, partition: number): number | undefined {
     if (series.hot === undefined) series.hot = this.hot.get(`${rule.name}\t${series.dimsId}`) ?? null;
@@ -111,20 +132,28 @@ export class Router {
     return partition % hot.salts;
   }
 
-  private add(rule: MetricRule, event: TelemetryEvent, batch: BatchState, arrival: number, partition: number): number {
-    for (const tag in rule.where) if (event.tags[tag] !== rule.where[tag]) return Outcome.Unmatched;
-    const value = rule.value === undefined ? 0 : event.values[rule.value];
-    if (value === undefined) return Outcome.Unmatched;
-    const series = seriesOf(rule, event, batch.series);
+  private add(plan: RulePlan, i: number, batch: BatchState, arrival: number, partition: number): number {
+    if (plan.impossible) return Outcome.Unmatched;
+    const { rule } = plan;
+    const columns = batch.columns;
+    for (let w = 0; w < plan.where.length; w += 2) if (columns.tagOf(i, plan.where[w]!) !== plan.where[w + 1]) return Outcome.Unmatched;
+    let value = 0;
+    if (plan.value >= 0) {
+      const v = columns.valueOf(i, plan.value);
+      if (v === undefined) return Outcome.Unmatched;
+      value = v;
+    }
+    const series = seriesOf(plan, columns, i);
     const salt = this.hot.size === 0 ? undefined : this.saltOf(rule, series, arrival, partition);
+    const ts = columns.ts[i]!;
     let outcome: number = Outcome.TooLate;
     for (let w = 0; w < rule.windows.length; w++) {
       const window = rule.windows[w]!;
       // A tumbling window (the common case) has one start: no array for it.
       const tumbling = window.sizeMs === window.slideMs;
-      const starts = tumbling ? undefined : windowStarts(window, event.ts);
+      const starts = tumbling ? undefined : windowStarts(window, ts);
       for (let s = 0, n = starts ? starts.length : 1; s < n; s++) {
-        const start = starts ? starts[s]! : lastWindowStart(window, event.ts);
+        const start = starts ? starts[s]! : lastWindowStart(window, ts);
         if (start + window.sizeMs + rule.latenessMs + rule.horizonMs <= batch.watermark) continue;
         outcome = Outcome.Aggregated;
         const partial = salt === undefined ? unsaltedPartial(rule, series, w, start, batch) : saltedPartial(rule, series, w, start, salt, batch);
@@ -132,7 +161,7 @@ export class Router {
         for (const aggregation of rule.states) {
           const states = partial.states!;
           const state = (states[aggregation.stateKey] ??= aggregation.init());
-          aggregation.add(state, rule.value === undefined ? undefined : value, event);
+          aggregation.add(state, rule.value === undefined ? undefined : value, columns.event(i));
         }
       }
     }
@@ -146,9 +175,45 @@ const none: readonly MetricRule[] = [];
 interface BatchState {
   /** Every partial by actor key, in the order first met (the order of the mailbox message). */
   partials: Map<string, WindowPartial>;
-  /** Per rule, the series met in this batch, by their dimension values one level per `groupBy` entry. */
-  series: Map<MetricRule, Map<string, unknown>>;
   watermark: number;
+  columns: EventColumns;
+  eventRow: number;
+}
+
+/** A rule as this batch's dictionary spells it: what it reads, as dictionary indices. */
+interface RulePlan {
+  rule: MetricRule;
+  /** No event of the batch can match (a `where` tag or value, or the value name, is nowhere in it). */
+  impossible: boolean;
+  /** `where` as pairs of tag key and value. */
+  where: number[];
+  /** The tag key of each `groupBy` level (-1: no event has it). */
+  groupKeys: number[];
+  /** The value read (-1: the rule reads none). */
+  value: number;
+  /** The empty string's index: the value of a missing tag. */
+  empty: number;
+  /** The series met in this batch, by their dimension values (indices), one map level per `groupBy` entry. */
+  series: Map<number, unknown>;
+  /** The one series of a rule without `groupBy`. */
+  only?: BatchSeries;
+}
+
+function planRule(rule: MetricRule, columns: EventColumns): RulePlan {
+  const where: number[] = [];
+  let impossible = false;
+  for (const tag in rule.where) {
+    const key = columns.lookup(tag);
+    const value = columns.lookup(rule.where[tag]!);
+    if (key < 0 || value < 0) impossible = true;
+    where.push(key, value);
+  }
+  let value = -1;
+  if (rule.value !== undefined) {
+    value = columns.lookup(rule.value);
+    if (value < 0) impossible = true;
+  }
+  return { rule, impossible, where, groupKeys: rule.groupBy.map((name) => columns.lookup(name)), value, empty: columns.intern(""), series: new Map() };
 }
 
 /** A series (one combination of dimension values) met in this batch. */
@@ -164,29 +229,43 @@ interface BatchSeries {
 }
 
 /**
- * The event's series for `rule`, looked up by its dimension values (a map per `groupBy` level),
- * so most events of a batch cost a few map lookups, no JSON and no key string.
+ * The event's series for the plan's rule, looked up by its dimension values (dictionary indices,
+ * a map per `groupBy` level), so most events of a batch cost a few numeric map lookups.
  */
-function seriesOf(rule: MetricRule, event: TelemetryEvent, index: Map<MetricRule, Map<string, unknown>>): BatchSeries {
-  let level = index.get(rule);
-  if (!level) index.set(rule, (level = new Map()));
-  const depth = rule.groupBy.length;
+function seriesOf(plan: RulePlan, columns: EventColumns, i: number): BatchSeries {
+  const depth = plan.groupKeys.length;
+  if (depth === 0) return (plan.only ??= newSeries(plan, columns, []));
+  let level = plan.series;
   for (let d = 0; d < depth - 1; d++) {
-    const value = dimensionValue(event, rule.groupBy[d]!);
-    let next = level.get(value) as Map<string, unknown> | undefined;
+    const value = dimensionValue(plan, columns, i, d);
+    let next = level.get(value) as Map<number, unknown> | undefined;
     if (!next) level.set(value, (next = new Map()));
     level = next;
   }
-  const last = depth === 0 ? "" : dimensionValue(event, rule.groupBy[depth - 1]!);
+  const last = dimensionValue(plan, columns, i, depth - 1);
   let series = level.get(last) as BatchSeries | undefined;
   if (!series) {
-    const dimValues = rule.groupBy.map((name) => dimensionValue(event, name));
-    const dims: Record<string, string> = {};
-    rule.groupBy.forEach((name, i) => (dims[name] = dimValues[i]!));
-    series = { dimsId: JSON.stringify(dimValues), dims, byWindow: rule.windows.map(() => new Map()) };
-    level.set(last, series);
+    const values: number[] = [];
+    for (let d = 0; d < depth; d++) values.push(dimensionValue(plan, columns, i, d));
+    level.set(last, (series = newSeries(plan, columns, values)));
   }
   return series;
+}
+
+function newSeries(plan: RulePlan, columns: EventColumns, values: number[]): BatchSeries {
+  const { rule } = plan;
+  const dimValues = values.map((v) => columns.dict[v]!);
+  const dims: Record<string, string> = {};
+  rule.groupBy.forEach((name, d) => (dims[name] = dimValues[d]!));
+  return { dimsId: JSON.stringify(dimValues), dims, byWindow: rule.windows.map(() => new Map()) };
+}
+
+/** A missing tag groups under the empty string. `source` is the event's source unless a tag says otherwise. */
+function dimensionValue(plan: RulePlan, columns: EventColumns, i: number, level: number): number {
+  const key = plan.groupKeys[level]!;
+  const value = key < 0 ? -1 : columns.tagOf(i, key);
+  if (value >= 0) return value;
+  return plan.rule.groupBy[level] === "source" ? columns.intern(columns.source(i)) : plan.empty;
 }
 
 function unsaltedPartial(rule: MetricRule, series: BatchSeries, w: number, start: number, batch: BatchState): WindowPartial {
@@ -229,9 +308,4 @@ function newPartial(rule: MetricRule, key: string, window: string, start: number
   const partial: WindowPartial = { key, metric: rule.name, window, start, end: start + sizeMs, dims, agg: emptyAgg() };
   if (rule.states.length > 0) partial.states = {};
   return partial;
-}
-
-/** A missing tag groups under the empty string. `source` is the event's source unless a tag says otherwise. */
-function dimensionValue(event: TelemetryEvent, name: string): string {
-  return event.tags[name] ?? (name === "source" ? event.source : "");
 }

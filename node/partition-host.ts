@@ -1,6 +1,7 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Router } from "../actors/router.js";
 import type { PartitionMark } from "../actors/window-shard.js";
+import type { AckedPublisher } from "./acked-publisher.js";
 import { PartitionIngest, type IngestCounters, type IngestSettings } from "./partition-ingest.js";
 import type { RouterLog } from "./router-log.js";
 import { streams, subjects } from "./streams.js";
@@ -21,6 +22,7 @@ export class PartitionHost {
   constructor(
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
+    private readonly publisher: AckedPublisher,
     private readonly routerLog: RouterLog,
     private readonly router: Router,
     private readonly settings: IngestSettings & { maxBatch: number },
@@ -29,7 +31,7 @@ export class PartitionHost {
   ) {}
 
   async start(partition: number): Promise<void> {
-    const ingest = new PartitionIngest(partition, this.js, this.routerLog, this.router, this.settings, this.counters);
+    const ingest = new PartitionIngest(partition, this.js, this.publisher, this.routerLog, this.router, this.settings, this.counters);
     const consumer = new SupervisedConsumer(this.js, this.jsm, {
       name: `router-${partition}`,
       stream: streams.events,

@@ -1,12 +1,14 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { shardOfKey } from "../actors/actor-keys.js";
-import type { Reject, TelemetryEvent, ValidationLimits } from "../actors/event.js";
+import { decodePayloadInto } from "../actors/decode.js";
+import type { Reject, ValidationLimits } from "../actors/event.js";
+import { EventColumns } from "../actors/event-columns.js";
 import { RecentIds } from "../actors/recent-ids.js";
 import { Outcome, type Router, type WindowPartial } from "../actors/router.js";
 import type { PartitionMark } from "../actors/window-shard.js";
+import type { AckedPublisher } from "./acked-publisher.js";
 import { AuditTally } from "./audit.js";
 import { fileRejects, type RejectOrigin } from "./dead-letters.js";
-import { decodeEventMessage } from "./event-message.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import type { RouterLog } from "./router-log.js";
 import { subjects } from "./streams.js";
@@ -44,6 +46,8 @@ export class PartitionIngest {
   private maxEventTime = -Infinity;
   private lastEventAt: number;
   private recent: RecentIds;
+  /** The batch being routed, reused batch after batch. */
+  private readonly columns = new EventColumns();
   /** The last logged batch, to replay exactly before anything new. */
   private redo?: { first: number; last: number; buffer: JsMsg[] };
   /** Event messages up to here are done (their batch is logged and was output). */
@@ -62,6 +66,7 @@ export class PartitionIngest {
   constructor(
     readonly partition: number,
     private readonly js: JetStreamClient,
+    private readonly publisher: AckedPublisher,
     private readonly log: RouterLog,
     private readonly router: Router,
     private readonly settings: IngestSettings,
@@ -77,7 +82,7 @@ export class PartitionIngest {
     const now = this.now();
     const { last, earlier } = await this.log.recover(this.partition, this.settings.dedupHorizonMs, now);
     this.recent = new RecentIds(this.settings.dedupHorizonMs, now);
-    for (const { ids } of earlier) this.recent.restore(ids, now);
+    for (const { fingerprints } of earlier) this.recent.restoreFingerprints(fingerprints, now);
     if (!last) return 1;
     this.maxEventTime = last.prevMaxTs ?? -Infinity;
     this.redo = { first: last.first, last: last.last, buffer: [] };
@@ -142,64 +147,59 @@ export class PartitionIngest {
 
   private async process(messages: JsMsg[], first: number, last: number, logged: boolean): Promise<void> {
     const now = this.now();
-    const events: TelemetryEvent[] = [];
-    /** Per accepted event: arrival minute source (JetStream's stored time). */
-    const arrivals: number[] = [];
-    /** Per accepted event: its message's index in `messages` and its index in that message (for a reject's stable id). */
-    const origins: number[] = [];
+    const columns = this.columns;
+    columns.reset();
     const rejects: { reject: Reject; origin: RejectOrigin }[] = [];
     const audit = new AuditTally();
-    let batchMax = -Infinity;
+    let duplicates = 0;
+    const admit = (row: number) => {
+      if (!this.recent.seenFingerprint(columns.fingerprint, row, now)) return true;
+      duplicates++;
+      return false;
+    };
     for (let k = 0; k < messages.length; k++) {
       const m = messages[k]!;
       this.counters.messages++;
       const arrivedAt = Math.floor(m.info.timestampNanos / 1e6);
-      const decoded = decodeEventMessage(m, now, this.settings.limits);
-      const { source, kind } = decoded;
-      decoded.rejects.forEach((reject, i) =>
+      const [, , , source = "", kind = ""] = m.subject.split(".");
+      const message = columns.addMessage(m.data, source, kind);
+      const rowsBefore = columns.length;
+      duplicates = 0;
+      const refused = decodePayloadInto(columns, message, arrivedAt, isProtobuf(m), now, this.settings.limits, admit);
+      refused.forEach((reject, i) =>
         rejects.push({ reject, origin: { subject: subjects.telemetry(source, kind), id: `${this.partition}:${m.seq}:${i}` } }),
       );
-      audit.add(arrivedAt, "accepted", decoded.events.length + decoded.rejects.length);
-      audit.add(arrivedAt, "dlq", decoded.rejects.length);
-      let duplicates = 0;
-      for (let i = 0; i < decoded.events.length; i++) {
-        const event = decoded.events[i]!;
-        if (this.recent.seen(event.id, now)) {
-          duplicates++;
-          continue;
-        }
-        events.push(event);
-        arrivals.push(arrivedAt);
-        origins.push(k, i);
-        if (event.ts > batchMax) batchMax = event.ts;
-      }
-      this.counters.events += decoded.events.length;
-      this.counters.duplicates += duplicates;
+      const events = columns.length - rowsBefore + duplicates;
+      audit.add(arrivedAt, "accepted", events + refused.length);
+      audit.add(arrivedAt, "dlq", refused.length);
       audit.add(arrivedAt, "duplicates", duplicates);
+      this.counters.events += events;
+      this.counters.duplicates += duplicates;
     }
+    let batchMax = -Infinity;
+    for (let i = 0; i < columns.length; i++) if (columns.ts[i]! > batchMax) batchMax = columns.ts[i]!;
 
     // Lateness is judged against the watermark before this batch: the same on a replay.
-    const routed = this.router.route(events, this.maxEventTime - this.settings.outOfOrdernessMs, arrivals, this.partition);
+    const routed = this.router.routeColumns(columns, this.maxEventTime - this.settings.outOfOrdernessMs, this.partition);
     // Outcomes are counted per run of events with the same arrival time (a message's events).
     const outcomeCounts = [0, 0, 0];
-    for (let i = 0; i < events.length; i++) {
+    for (let i = 0; i < columns.length; i++) {
       const outcome = routed.outcomes[i]!;
       outcomeCounts[outcome]!++;
       if (outcome === Outcome.TooLate) {
-        const event = events[i]!;
-        const { source, kind, ...original } = event;
-        const m = messages[origins[2 * i]!]!;
+        const { source, kind, ...original } = columns.event(i);
+        const m = messages[columns.message[i]!]!;
         rejects.push({
           reject: {
             reason: "too_late",
-            detail: `event time ${new Date(event.ts).toISOString()} is past the correction horizon of every matching window`,
+            detail: `event time ${new Date(original.ts).toISOString()} is past the correction horizon of every matching window`,
             raw: Buffer.from(JSON.stringify(original)),
           },
-          origin: { subject: subjects.telemetry(source, kind), id: `${this.partition}:${m.seq}:late${origins[2 * i + 1]}` },
+          origin: { subject: subjects.telemetry(source, kind), id: `${this.partition}:${m.seq}:late${columns.indexInMessage[i]}` },
         });
       }
-      if (i + 1 === events.length || arrivals[i + 1] !== arrivals[i]) {
-        const arrivedAt = arrivals[i]!;
+      if (i + 1 === columns.length || columns.arrival[i + 1] !== columns.arrival[i]) {
+        const arrivedAt = columns.arrival[i]!;
         audit.add(arrivedAt, "aggregated", outcomeCounts[Outcome.Aggregated]);
         audit.add(arrivedAt, "unmatched", outcomeCounts[Outcome.Unmatched]);
         audit.add(arrivedAt, "dlq", outcomeCounts[Outcome.TooLate]);
@@ -218,7 +218,7 @@ export class PartitionIngest {
         last,
         prevMaxTs: Number.isFinite(prevMaxTs) ? prevMaxTs : null,
         maxTs: Number.isFinite(maxTs) ? maxTs : null,
-        ids: events.map((e) => e.id),
+        fingerprints: columns.fingerprint.subarray(0, 3 * columns.length),
         at: now,
       });
     }
@@ -227,13 +227,19 @@ export class PartitionIngest {
     const publishes: Promise<unknown>[] = [fileRejects(this.js, rejects)];
     for (const [shard, partials] of byShard) {
       const body = encodeMailbox({ type: "partials", partition: this.partition, first, last, partials });
-      publishes.push(this.js.publish(subjects.mailbox(shard), body, { msgID: `${this.partition}:${last}:${shard}` }));
+      publishes.push(this.publisher.publish(subjects.mailbox(shard), body, { msgID: `${this.partition}:${last}:${shard}` }));
     }
     await Promise.all(publishes);
     this.doneThrough = last;
-    if (events.length > 0) this.lastEventAt = now;
+    if (columns.length > 0) this.lastEventAt = now;
     this.maxEventTime = maxTs;
   }
+}
+
+const protobufTypes = new Set(["application/protobuf", "application/x-protobuf"]);
+
+function isProtobuf(m: JsMsg): boolean {
+  return protobufTypes.has(m.headers?.get("Content-Type") ?? "");
 }
 
 function addTo(byShard: Map<number, WindowPartial[]>, shard: number, partial: WindowPartial) {

@@ -20,6 +20,7 @@ import { PartitionHost } from "./partition-host.js";
 import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
 import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
 import { RouterLog } from "./router-log.js";
+import { AckedPublisher } from "./acked-publisher.js";
 import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
 import { ShardStateLog } from "./shard-state-log.js";
@@ -125,6 +126,7 @@ export class TallyNode {
   private stopWatchingRules?: () => void;
   private nc!: NatsConnection;
   private js!: JetStreamClient;
+  private publisher!: AckedPublisher;
   private store!: RocksStateStore;
   private shardHost!: ShardHost;
   private partitionHost!: PartitionHost;
@@ -159,6 +161,7 @@ export class TallyNode {
     // JetStream publish, a tenth of the node's CPU under many small publishes (bench/README.md).
     this.nc = await connect({ servers: this.options.natsUrl.split(","), name: `tally-${this.id}`, maxReconnectAttempts: -1, noAsyncTraces: true });
     this.js = jetstream(this.nc);
+    this.publisher = new AckedPublisher(this.nc);
     const jsm = (this.jsm = await ensureStreams(this.nc, {
       eventRetentionMs: s.eventRetentionMs,
       dedupWindowMs: 2 * 60_000,
@@ -210,7 +213,7 @@ export class TallyNode {
       },
       s,
     );
-    this.partitionHost = new PartitionHost(this.js, jsm, new RouterLog(this.js, jsm), router, s, this.counters, log);
+    this.partitionHost = new PartitionHost(this.js, jsm, this.publisher, new RouterLog(this.publisher, this.js, jsm), router, s, this.counters, log);
 
     this.membership = await Membership.open(this.nc, s.heartbeatTtlMs, s.replicas);
     await this.membership.join(() => this.memberInfo(), 1_000, (e) => log(`heartbeat: ${e.message}`));
@@ -245,6 +248,7 @@ export class TallyNode {
     await this.controller?.stop();
     await this.membership?.leave(this.id);
     for (const consumer of this.tracked.reverse()) await consumer.stop();
+    this.publisher.close();
     await this.nc.drain();
     await this.store.close();
   }

@@ -1,3 +1,4 @@
+import { decodeAscii } from "../actors/event-columns.js";
 import type { EventBatch } from "./gen/tally_pb.js";
 
 /**
@@ -16,26 +17,51 @@ export type EventBatchColumns = Omit<EventBatch, "$typeName" | "ts"> & {
   ts: (number | bigint)[];
 };
 
+/**
+ * The columns with ids, sources and kinds left in the bytes as `[start, end)` pairs: what a router
+ * needs (it fingerprints ids where they lie and decodes a source only when a rule reads it).
+ */
+export type EventBatchScan = Omit<EventBatchColumns, "ids" | "sources" | "kinds"> & {
+  ids: number[];
+  sources: number[];
+  kinds: number[];
+};
+
+export function emptyScan(): EventBatchScan {
+  return { ids: [], ts: [], sources: [], kinds: [], dict: [], tagCounts: [], tags: [], valueCounts: [], valueNames: [], values: [] };
+}
+
 /** Throws an Error whose message says what is wrong with the bytes. */
 export function readEventBatch(bytes: Uint8Array): EventBatchColumns {
+  const scan = scanEventBatch(bytes, emptyScan());
+  const strings = (ranges: number[]) => {
+    const out: string[] = new Array(ranges.length / 2);
+    for (let i = 0; i < out.length; i++) out[i] = decodeAscii(bytes, ranges[2 * i]!, ranges[2 * i + 1]!);
+    return out;
+  };
+  return { ...scan, ids: strings(scan.ids), sources: strings(scan.sources), kinds: strings(scan.kinds) };
+}
+
+/** Reads `bytes` into `out` (whose columns it empties first, so one can be reused). Throws like `readEventBatch`. */
+export function scanEventBatch(bytes: Uint8Array, out: EventBatchScan): EventBatchScan {
+  for (const column of Object.values(out)) (column as unknown[]).length = 0;
   const r = new WireReader(bytes);
-  const out: EventBatchColumns = { ids: [], ts: [], sources: [], kinds: [], dict: [], tagCounts: [], tags: [], valueCounts: [], valueNames: [], values: [] };
   while (r.pos < r.end) {
     const key = r.uint32();
     const field = key >>> 3;
     const wire = key & 7;
     switch (field) {
       case 1:
-        out.ids.push(r.string(wire));
+        r.range(wire, out.ids);
         break;
       case 2:
         r.sint64s(wire, out.ts);
         break;
       case 3:
-        out.sources.push(r.string(wire));
+        r.range(wire, out.sources);
         break;
       case 4:
-        out.kinds.push(r.string(wire));
+        r.range(wire, out.kinds);
         break;
       case 5:
         out.dict.push(r.string(wire));
@@ -64,8 +90,6 @@ export function readEventBatch(bytes: Uint8Array): EventBatchColumns {
 }
 
 const Wire = { Varint: 0, Fixed64: 1, Bytes: 2, Fixed32: 5 } as const;
-
-const utf8 = new TextDecoder();
 
 class WireReader {
   pos = 0;
@@ -110,21 +134,17 @@ class WireReader {
   }
 
   string(wire: number): string {
-    if (wire !== Wire.Bytes) throw new Error(`wire type ${wire} for a string`);
-    const end = this.lengthEnd();
+    const end = this.bytesEnd(wire);
     const start = this.pos;
     this.pos = end;
-    // Short ASCII strings (ids, sources, kinds: most of a batch) without a decoder call.
-    if (end - start <= 32) {
-      const codes = codesOfLength[end - start]!; // reused: fromCharCode copies them
-      for (let i = start; i < end; i++) {
-        const byte = this.buf[i]!;
-        if (byte > 0x7f) return utf8.decode(this.buf.subarray(start, end));
-        codes[i - start] = byte;
-      }
-      return String.fromCharCode.apply(String, codes);
-    }
-    return utf8.decode(this.buf.subarray(start, end));
+    return decodeAscii(this.buf, start, end);
+  }
+
+  /** A length-delimited field's content as a `[start, end)` pair pushed onto `into`. */
+  range(wire: number, into: number[]): void {
+    const end = this.bytesEnd(wire);
+    into.push(this.pos, end);
+    this.pos = end;
   }
 
   double(): number {
@@ -178,6 +198,12 @@ class WireReader {
     else throw new Error(`unsupported wire type ${wire} at byte ${this.pos}`);
   }
 
+  /** Reads a length-delimited field's length: its content starts at `pos`; returns its end. */
+  private bytesEnd(wire: number): number {
+    if (wire !== Wire.Bytes) throw new Error(`wire type ${wire} for a string`);
+    return this.lengthEnd();
+  }
+
   private lengthEnd(): number {
     const length = this.uint32();
     const end = this.pos + length;
@@ -195,8 +221,6 @@ class WireReader {
     return this.buf[this.pos++]!;
   }
 }
-
-const codesOfLength = Array.from({ length: 33 }, (_, n) => new Array<number>(n).fill(0));
 
 /** Undoes zigzag encoding of the unsigned 64-bit `hi:lo`. */
 function zigzag(lo: number, hi: number): number | bigint {

@@ -4,6 +4,11 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import type { TelemetryEvent } from "../actors/event.js";
 import { decodeEventBatch, encodeEventBatch } from "../proto/codec.js";
 import { readEventBatch } from "../proto/event-batch-reader.js";
+import { appendEventBatch } from "../proto/append-event-batch.js";
+import { EventColumns } from "../actors/event-columns.js";
+import { idFingerprint, idFingerprintOfBytes } from "../actors/id-fingerprint.js";
+import { decodePayload, decodePayloadInto } from "../actors/decode.js";
+import { defaultLimits } from "../actors/event.js";
 import { EventBatchSchema, type EventBatch } from "../proto/gen/tally_pb.js";
 import { mulberry32 as rng } from "../sim/fleet.js";
 
@@ -226,4 +231,71 @@ test("the reader takes unpacked repeated fields and skips unknown ones, as proto
   assert.deepEqual(decodeEventBatch(bytes), [{ id: "a", ts: 1000, source: "s", kind: "k", tags: {}, values: { v: 2.5 } }]);
   assert.throws(() => decodeEventBatch(Buffer.from([0x7b])), /^Error: EventBatch: invalid protobuf: unsupported wire type 3/);
   assert.throws(() => decodeEventBatch(Buffer.from([0x0a, 5, 0x61])), /runs past the end/);
+});
+
+test("a router's columns hold what the event objects hold, and an id fingerprints the same from protobuf bytes as from a JSON string", () => {
+  const r = rng(11);
+  const ids = ["a", "robot-7:42", "ünïcødé-✓", "x".repeat(40), "__proto__"];
+  const words = ["site", "berlin", "münchen", "code", "E1", "__proto__", "v", "w"];
+  const pick = <T>(list: readonly T[]) => list[Math.floor(r() * list.length)]!;
+  for (let round = 0; round < 50; round++) {
+    const events: TelemetryEvent[] = Array.from({ length: 1 + Math.floor(r() * 30) }, (_, i) => {
+      const tags: Record<string, string> = {};
+      const values: Record<string, number> = {};
+      for (let t = Math.floor(r() * 4); t > 0; t--) Object.defineProperty(tags, pick(words), { value: pick(words), enumerable: true, writable: true, configurable: true });
+      for (let v = Math.floor(r() * 3); v > 0; v--) Object.defineProperty(values, pick(words), { value: r() * 100, enumerable: true, writable: true, configurable: true });
+      return { id: `${pick(ids)}-${round}-${i}`, ts: 1_700_000_000_000 + Math.floor(r() * 1e6) - 5e5, source: pick(["r1", "röbot", "r2"]), kind: pick(["status", "error"]), tags, values };
+    });
+    const bytes = encodeEventBatch(events);
+    const fromBytes = new EventColumns();
+    appendEventBatch(fromBytes, bytes, fromBytes.addMessage(bytes, "", ""), undefined, 5);
+    const fromObjects = new EventColumns();
+    for (const e of events) fromObjects.appendEvent(e, 5);
+    assert.equal(fromBytes.length, events.length);
+    for (let i = 0; i < events.length; i++) {
+      assert.deepEqual(fromBytes.event(i), events[i]);
+      assert.deepEqual([...fromBytes.fingerprint.subarray(3 * i, 3 * i + 3)], [...fromObjects.fingerprint.subarray(3 * i, 3 * i + 3)], `fingerprint of ${events[i]!.id}`);
+      assert.equal(fromBytes.source(i), events[i]!.source);
+      assert.equal(fromBytes.kinds[fromBytes.kind[i]!], events[i]!.kind);
+      for (const [key, value] of Object.entries(events[i]!.tags)) assert.equal(fromBytes.dict[fromBytes.tagOf(i, fromBytes.lookup(key))], value);
+      for (const [name, value] of Object.entries(events[i]!.values)) assert.equal(fromBytes.valueOf(i, fromBytes.lookup(name)), value);
+    }
+  }
+  const utf8 = new TextEncoder();
+  for (const id of ids) {
+    const b = utf8.encode(id);
+    assert.deepEqual([...idFingerprintOfBytes(b, 0, b.length)], [...idFingerprint(id)], id);
+  }
+});
+
+test("decoding into columns refuses and accepts exactly what decoding into objects does", () => {
+  const r = rng(13);
+  const now = 1_700_000_000_000;
+  const limits = { ...defaultLimits, maxTags: 2, maxValues: 1, maxFutureMs: 1000 };
+  const columns = new EventColumns();
+  for (let round = 0; round < 300; round++) {
+    const events: TelemetryEvent[] = Array.from({ length: Math.floor(r() * 6) }, (_, i) => ({
+      id: r() < 0.1 ? "" : `e${round}-${i}`,
+      ts: now + (r() < 0.2 ? 5000 : -Math.floor(r() * 1000)),
+      source: "s",
+      kind: "k",
+      tags: Object.fromEntries(Array.from({ length: Math.floor(r() * 4) }, (_, t) => [`t${t}`, `v${t}`])),
+      values: Object.fromEntries(Array.from({ length: Math.floor(r() * 3) }, (_, v) => [`n${v}`, r() < 0.1 ? Infinity : r()])),
+    }));
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeEventBatch(events);
+    } catch {
+      continue;
+    }
+    if (round % 3 === 0 && bytes.length > 0) bytes[Math.floor(r() * bytes.length)] = Math.floor(r() * 256);
+    const objects = decodePayload(bytes, "s", "k", true, now, limits);
+    columns.reset();
+    const admitted: number[] = [];
+    const rejects = decodePayloadInto(columns, columns.addMessage(bytes, "s", "k"), 1, true, now, limits, (row) => (admitted.push(row), row % 4 !== 3));
+    assert.deepEqual(rejects.map((x) => [x.reason, x.detail, Buffer.from(x.raw).toString("hex")]), objects.rejects.map((x) => [x.reason, x.detail, Buffer.from(x.raw).toString("hex")]));
+    assert.equal(admitted.length, objects.events.length, "every valid event is offered to admit");
+    const kept = objects.events.filter((_, i) => i % 4 !== 3);
+    assert.deepEqual(Array.from({ length: columns.length }, (_, i) => columns.event(i)), kept);
+  }
 });

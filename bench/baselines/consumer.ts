@@ -9,6 +9,8 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } fro
 import { connect } from "@nats-io/transport-node";
 import { consumeInBatches } from "../../node/batched-consumer.js";
 import { streams } from "../../node/streams.js";
+import { EventColumns } from "../../actors/event-columns.js";
+import { appendEventBatch } from "../../proto/append-event-batch.js";
 import { decodeEventBatch } from "../../proto/codec.js";
 
 export interface ConsumerSpec {
@@ -37,6 +39,17 @@ const redis = spec.redisPort ? new (await import("ioredis")).Redis({ port: spec.
 const decoder = new TextDecoder();
 let done = 0;
 
+const columns = new EventColumns();
+
+/** Decodes and counts, as Tally's routers decode a protobuf batch (into columns, no object per event). */
+function count(m: JsMsg): number {
+  if (m.headers?.get("Content-Type") !== "application/protobuf") return decode(m).length;
+  const [, , , source = "", kind = ""] = m.subject.split(".");
+  columns.reset();
+  appendEventBatch(columns, m.data, columns.addMessage(m.data, source, kind), { source, kind }, 0);
+  return columns.length;
+}
+
 function decode(m: JsMsg): Counted[] {
   if (m.headers?.get("Content-Type") === "application/protobuf") {
     const [, , , source = "", kind = ""] = m.subject.split(".");
@@ -53,9 +66,12 @@ await consumeInBatches(
     let events = 0;
     const replies: Promise<unknown>[] = [];
     for (const m of batch) {
+      if (!redis) {
+        events += count(m);
+        continue;
+      }
       const decoded = decode(m);
       events += decoded.length;
-      if (!redis) continue;
       // One pipeline per message, all in flight at once; ack once Redis answered them all.
       const pipeline = redis.pipeline();
       for (const e of decoded) pipeline.hincrby(`robot_cycle:${e.ts - (e.ts % 60_000)}`, e.tags?.site ?? "", 1);

@@ -1,0 +1,130 @@
+import { decodeAscii, type EventColumns } from "../actors/event-columns.js";
+import { idFingerprintOfBytes } from "../actors/id-fingerprint.js";
+import { emptyScan, scanEventBatch, type EventBatchScan } from "./event-batch-reader.js";
+
+/** One scan and one column of absolute times, reused batch after batch (appending is synchronous). */
+const scan = emptyScan();
+const times: number[] = [];
+
+/**
+ * Appends the events of one `EventBatch` (tally.proto) to `columns` as rows of message `message`,
+ * each followed by `admit(row)`: false drops the row again (a refused or duplicate event).
+ *
+ * Throws an Error (and only an Error), having appended nothing, when the batch is malformed:
+ * bad protobuf, inconsistent column lengths, a dictionary index out of range, a tag key or value
+ * name twice within an event, a ts outside the safe-integer range, or no source/kind column and
+ * no `subject`. `subject` supplies source and kind when the batch leaves those columns empty.
+ */
+export function appendEventBatch(
+  columns: EventColumns,
+  bytes: Uint8Array,
+  message: number,
+  subject: { source: string; kind: string } | undefined,
+  arrival: number,
+  admit?: (row: number) => boolean,
+): void {
+  let b: EventBatchScan;
+  try {
+    b = scanEventBatch(bytes, scan);
+  } catch (err) {
+    throw new Error(`EventBatch: invalid protobuf: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const n = b.ids.length / 2;
+  checkStructure(b, n, subject);
+
+  const dict = columns.dictionaryOf(b.dict);
+  let kind = -1;
+  let kindStart = -1;
+  let kindEnd = -1;
+  let t = 0;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    // Kinds of a batch are mostly one: a byte comparison with the previous one saves a string.
+    if (b.kinds.length === 0) {
+      if (kind < 0) kind = columns.internKind(subject!.kind);
+    } else {
+      const start = b.kinds[2 * i]!;
+      const end = b.kinds[2 * i + 1]!;
+      if (kind < 0 || !sameBytes(bytes, start, end, kindStart, kindEnd)) {
+        kind = columns.internKind(decodeAscii(bytes, start, end));
+        kindStart = start;
+        kindEnd = end;
+      }
+    }
+    const row = columns.beginRow(times[i]!, arrival, kind, message, i);
+    columns.idStart[row] = b.ids[2 * i]!;
+    columns.idEnd[row] = b.ids[2 * i + 1]!;
+    if (b.sources.length > 0) {
+      columns.sourceStart[row] = b.sources[2 * i]!;
+      columns.sourceEnd[row] = b.sources[2 * i + 1]!;
+    }
+    for (let end = t + b.tagCounts[i]!; t < end; t++) columns.addTag(dict[b.tags[2 * t]!]!, dict[b.tags[2 * t + 1]!]!);
+    for (let end = v + b.valueCounts[i]!; v < end; v++) columns.addValue(dict[b.valueNames[v]!]!, b.values[v]!);
+    columns.setFingerprint(idFingerprintOfBytes(bytes, b.ids[2 * i]!, b.ids[2 * i + 1]!));
+    if (admit && !admit(row)) columns.pop();
+  }
+}
+
+/** Everything that can be wrong with a batch as a whole; after it, appending cannot fail. */
+function checkStructure(b: EventBatchScan, n: number, subject: { source: string; kind: string } | undefined): void {
+  const fail = (msg: string): never => {
+    throw new Error(`EventBatch: ${msg}`);
+  };
+  const expectLen = (name: string, len: number, want: number) => {
+    if (len !== want) fail(`column ${name} has ${len} entries, expected ${want}`);
+  };
+  expectLen("ts", b.ts.length, n);
+  expectLen("tag_counts", b.tagCounts.length, n);
+  expectLen("value_counts", b.valueCounts.length, n);
+  if (b.sources.length !== 0) expectLen("sources", b.sources.length / 2, n);
+  else if (n > 0 && subject === undefined) fail("column sources is empty and no subject source was given");
+  if (b.kinds.length !== 0) expectLen("kinds", b.kinds.length / 2, n);
+  else if (n > 0 && subject === undefined) fail("column kinds is empty and no subject kind was given");
+  expectLen("values", b.values.length, b.valueNames.length);
+
+  const size = b.dict.length;
+  const inDict = (col: string, pos: number, idx: number) => {
+    if (idx >= size) fail(`${col}[${pos}] = ${idx} is outside the dictionary (size ${size})`);
+  };
+  // A sum of two numbers the reader gave (|x| <= 2^53) is exact whenever it is safe; an offset
+  // between two safe timestamps may itself exceed 2^53 (then a bigint): add those as bigints.
+  const first = b.ts[0];
+  times.length = n;
+  for (let i = 0; i < n; i++) {
+    const offset = i === 0 ? 0 : b.ts[i]!;
+    const ts = typeof first === "number" && typeof offset === "number" ? first + offset : Number(BigInt(first!) + BigInt(offset));
+    if (!Number.isSafeInteger(ts)) fail(`ts of event ${i} (${BigInt(first!) + BigInt(offset)}) is outside the safe-integer range`);
+    times[i] = ts;
+  }
+  let t = 0;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    const tagCount = b.tagCounts[i]!;
+    if (2 * (t + tagCount) > b.tags.length) fail(`tag_counts[${i}] = ${tagCount} runs past the end of column tags`);
+    for (let j = t, end = t + tagCount; j < end; j++) {
+      inDict("tags", 2 * j, b.tags[2 * j]!);
+      inDict("tags", 2 * j + 1, b.tags[2 * j + 1]!);
+      for (let k = t; k < j; k++) {
+        if (b.dict[b.tags[2 * k]!] === b.dict[b.tags[2 * j]!]) fail(`event ${i} has tag ${JSON.stringify(b.dict[b.tags[2 * j]!])} twice`);
+      }
+    }
+    t += tagCount;
+    const valueCount = b.valueCounts[i]!;
+    if (v + valueCount > b.valueNames.length) fail(`value_counts[${i}] = ${valueCount} runs past the end of column value_names`);
+    for (let j = v, end = v + valueCount; j < end; j++) {
+      inDict("value_names", j, b.valueNames[j]!);
+      for (let k = v; k < j; k++) {
+        if (b.dict[b.valueNames[k]!] === b.dict[b.valueNames[j]!]) fail(`event ${i} has value ${JSON.stringify(b.dict[b.valueNames[j]!])} twice`);
+      }
+    }
+    v += valueCount;
+  }
+  expectLen("tags", b.tags.length, 2 * t);
+  expectLen("value_names", b.valueNames.length, v);
+}
+
+function sameBytes(bytes: Uint8Array, start: number, end: number, otherStart: number, otherEnd: number): boolean {
+  if (end - start !== otherEnd - otherStart) return false;
+  for (let i = 0; i < end - start; i++) if (bytes[start + i] !== bytes[otherStart + i]) return false;
+  return true;
+}
