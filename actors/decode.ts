@@ -1,7 +1,7 @@
 import { appendEventBatch } from "../proto/append-event-batch.js";
 import { decodeEventBatch } from "../proto/codec.js";
 import type { Reject, TelemetryEvent, ValidationLimits } from "./event.js";
-import type { EventColumns } from "./event-columns.js";
+import type { EventColumns, RowGate } from "./event-columns.js";
 
 export interface Decoded {
   events: TelemetryEvent[];
@@ -49,7 +49,7 @@ export function decodePayload(
 
 /**
  * `decodePayload` for routers: appends the valid events of one message to `columns` (message
- * `message`), each then offered to `admit` (false: drop it, e.g. a duplicate), and returns the
+ * `message`), each then offered to `gate` (false: drop it, e.g. a duplicate), and returns the
  * rejects. Never throws on any input.
  */
 export function decodePayloadInto(
@@ -59,24 +59,27 @@ export function decodePayloadInto(
   protobuf: boolean,
   now: number,
   limits: ValidationLimits,
-  admit: (row: number) => boolean,
+  gate: RowGate,
 ): Reject[] {
   const { bytes: payload, source, kind } = columns.messages[message]!;
   if (!protobuf || payload.byteLength > limits.maxPayloadBytes) {
     const decoded = decodePayload(payload, source, kind, protobuf, now, limits);
     decoded.events.forEach((event, i) => {
       columns.appendEvent(event, arrival, message, i);
-      if (!admit(columns.length - 1)) columns.pop();
+      if (!gate.admit(columns.length - 1)) columns.pop();
     });
     return decoded.rejects;
   }
   const rejects: Reject[] = [];
   try {
-    appendEventBatch(columns, payload, message, { source, kind }, arrival, (row) => {
-      const problem = checkRow(columns, row, now, limits);
-      if (!problem) return admit(row);
-      rejects.push({ ...problem, raw: encoder.encode(JSON.stringify(columns.event(row))) });
-      return false;
+    appendEventBatch(columns, payload, message, { source, kind }, arrival, {
+      prepare: gate.prepare?.bind(gate),
+      admit: (row) => {
+        const problem = checkRow(columns, row, now, limits);
+        if (!problem) return gate.admit(row);
+        rejects.push({ ...problem, raw: encoder.encode(JSON.stringify(columns.event(row))) });
+        return false;
+      },
     });
   } catch (e) {
     return [{ reason: "invalid_protobuf", detail: (e as Error).message, raw: payload }];

@@ -1,6 +1,20 @@
 import type { TelemetryEvent } from "./event.js";
 import { idFingerprint } from "./id-fingerprint.js";
 
+/** Decides which rows stay (validation, de-duplication). */
+export interface RowGate {
+  /** Sees the fingerprints (three words an event) of a batch's events before any is admitted: a chance to prefetch. */
+  prepare?(fingerprints: Uint32Array, count: number): void;
+  /** Whether row `row`, just appended, stays. */
+  admit(row: number): boolean;
+}
+
+/** The tags and values rules read (`Router.reads`). */
+export interface ColumnReads {
+  tags: readonly string[];
+  values: readonly string[];
+}
+
 /**
  * A router's batch of events, in columns: what `Router.routeColumns` reads.
  *
@@ -47,6 +61,8 @@ export class EventColumns {
   private valueCapacity = 0;
   values = 0;
 
+  private reads?: ColumnReads;
+
   /** Tag keys, tag values and value names of the batch. */
   readonly dict: string[] = [];
   private readonly dictIndex = new Map<string, number>();
@@ -57,7 +73,13 @@ export class EventColumns {
   /** Events appended as objects (JSON), by row; protobuf rows have none. */
   private objects: (TelemetryEvent | undefined)[] = [];
 
-  reset(): void {
+  /**
+   * Starts an empty batch. `reads`: the only tags and values any rule reads; events appended as
+   * objects then keep only those in columns (their objects keep the rest), which saves interning
+   * every tag of every JSON event. Rows read from protobuf keep all (they cost no strings).
+   */
+  reset(reads?: ColumnReads): void {
+    this.reads = reads;
     this.length = 0;
     this.tags = 0;
     this.values = 0;
@@ -140,11 +162,12 @@ export class EventColumns {
     this.valueEnd[this.length - 1] = ++this.values;
   }
 
-  setFingerprint(words: Uint32Array): void {
+  /** The last row's fingerprint: words `3k…3k+2` of `words`. */
+  setFingerprint(words: Uint32Array, k = 0): void {
     const j = 3 * (this.length - 1);
-    this.fingerprint[j] = words[0]!;
-    this.fingerprint[j + 1] = words[1]!;
-    this.fingerprint[j + 2] = words[2]!;
+    this.fingerprint[j] = words[3 * k]!;
+    this.fingerprint[j + 1] = words[3 * k + 1]!;
+    this.fingerprint[j + 2] = words[3 * k + 2]!;
   }
 
   /** Drops the last row (a duplicate, or an event refused after it was read). */
@@ -158,8 +181,21 @@ export class EventColumns {
   /** Appends a whole event given as an object (JSON, tests, backfill). */
   appendEvent(event: TelemetryEvent, arrival = Infinity, message = -1, indexInMessage = 0): void {
     this.beginRow(event.ts, arrival, this.internKind(event.kind), message, indexInMessage);
-    for (const key in event.tags) this.addTag(this.intern(key), this.intern(event.tags[key]!));
-    for (const name in event.values) this.addValue(this.intern(name), event.values[name]!);
+    const reads = this.reads;
+    if (reads) {
+      // Only own strings and numbers: `tags.constructor` is Object's, not a tag.
+      for (const key of reads.tags) {
+        const value = event.tags[key];
+        if (typeof value === "string" && Object.hasOwn(event.tags, key)) this.addTag(this.intern(key), this.intern(value));
+      }
+      for (const name of reads.values) {
+        const value = event.values[name];
+        if (typeof value === "number" && Object.hasOwn(event.values, name)) this.addValue(this.intern(name), value);
+      }
+    } else {
+      for (const key in event.tags) this.addTag(this.intern(key), this.intern(event.tags[key]!));
+      for (const name in event.values) this.addValue(this.intern(name), event.values[name]!);
+    }
     this.setFingerprint(idFingerprint(event.id));
     this.objects[this.length - 1] = event;
   }

@@ -2,7 +2,7 @@ import { actorKey, saltedKey, shardOfKey } from "./actor-keys.js";
 import type { HotSeries } from "./hot-keys.js";
 import { addValue, emptyAgg, type BasicAgg } from "./aggregates.js";
 import type { TelemetryEvent } from "./event.js";
-import { EventColumns } from "./event-columns.js";
+import { EventColumns, type ColumnReads } from "./event-columns.js";
 import type { MetricRule } from "./rules.js";
 import type { WindowIdentity } from "./window-result.js";
 import { lastWindowStart, windowStarts } from "./windows.js";
@@ -57,7 +57,18 @@ export class Router {
     this.setRules(rules);
   }
 
+  /** The tags and values any rule reads: all a batch needs in columns of its events given as objects. */
+  reads: ColumnReads = { tags: [], values: [] };
+
   setRules(rules: readonly MetricRule[]): void {
+    const tags = new Set<string>();
+    const values = new Set<string>();
+    for (const rule of rules) {
+      for (const name of rule.groupBy) tags.add(name);
+      for (const name in rule.where) tags.add(name);
+      if (rule.value !== undefined) values.add(rule.value);
+    }
+    this.reads = { tags: [...tags], values: [...values] };
     const byKind = new Map<string, MetricRule[]>();
     for (const rule of rules) {
       const list = byKind.get(rule.kind) ?? [];
@@ -77,6 +88,7 @@ export class Router {
    */
   route(events: readonly TelemetryEvent[], watermark = -Infinity, arrivals?: readonly number[], partition = 0): RoutedBatch {
     const columns = new EventColumns();
+    columns.reset(this.reads);
     events.forEach((event, i) => columns.appendEvent(event, arrivals?.[i] ?? Infinity));
     return this.routeColumns(columns, watermark, partition);
   }

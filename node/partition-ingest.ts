@@ -2,7 +2,7 @@ import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { shardOfKey } from "../actors/actor-keys.js";
 import { decodePayloadInto } from "../actors/decode.js";
 import type { Reject, ValidationLimits } from "../actors/event.js";
-import { EventColumns } from "../actors/event-columns.js";
+import { EventColumns, type RowGate } from "../actors/event-columns.js";
 import { RecentIds } from "../actors/recent-ids.js";
 import { Outcome, type Router, type WindowPartial } from "../actors/router.js";
 import type { PartitionMark } from "../actors/window-shard.js";
@@ -148,14 +148,18 @@ export class PartitionIngest {
   private async process(messages: JsMsg[], first: number, last: number, logged: boolean): Promise<void> {
     const now = this.now();
     const columns = this.columns;
-    columns.reset();
+    columns.reset(this.router.reads);
     const rejects: { reject: Reject; origin: RejectOrigin }[] = [];
     const audit = new AuditTally();
     let duplicates = 0;
-    const admit = (row: number) => {
-      if (!this.recent.seenFingerprint(columns.fingerprint, row, now)) return true;
-      duplicates++;
-      return false;
+    const recent = this.recent;
+    const dedup: RowGate = {
+      prepare: (fingerprints, count) => recent.prefetch(fingerprints, 0, count),
+      admit: (row) => {
+        if (!recent.seenFingerprint(columns.fingerprint, row, now)) return true;
+        duplicates++;
+        return false;
+      },
     };
     for (let k = 0; k < messages.length; k++) {
       const m = messages[k]!;
@@ -165,7 +169,7 @@ export class PartitionIngest {
       const message = columns.addMessage(m.data, source, kind);
       const rowsBefore = columns.length;
       duplicates = 0;
-      const refused = decodePayloadInto(columns, message, arrivedAt, isProtobuf(m), now, this.settings.limits, admit);
+      const refused = decodePayloadInto(columns, message, arrivedAt, isProtobuf(m), now, this.settings.limits, dedup);
       refused.forEach((reject, i) =>
         rejects.push({ reject, origin: { subject: subjects.telemetry(source, kind), id: `${this.partition}:${m.seq}:${i}` } }),
       );

@@ -1,14 +1,16 @@
-import { decodeAscii, type EventColumns } from "../actors/event-columns.js";
+import { decodeAscii, type EventColumns, type RowGate } from "../actors/event-columns.js";
 import { idFingerprintOfBytes } from "../actors/id-fingerprint.js";
 import { emptyScan, scanEventBatch, type EventBatchScan } from "./event-batch-reader.js";
 
-/** One scan and one column of absolute times, reused batch after batch (appending is synchronous). */
+/** One scan, one column of absolute times and one of fingerprints, reused batch after batch (appending is synchronous). */
 const scan = emptyScan();
 const times: number[] = [];
+let fingerprints = new Uint32Array(3 * 1024);
+
 
 /**
  * Appends the events of one `EventBatch` (tally.proto) to `columns` as rows of message `message`,
- * each followed by `admit(row)`: false drops the row again (a refused or duplicate event).
+ * each followed by `gate.admit(row)`: false drops the row again (a refused or duplicate event).
  *
  * Throws an Error (and only an Error), having appended nothing, when the batch is malformed:
  * bad protobuf, inconsistent column lengths, a dictionary index out of range, a tag key or value
@@ -21,7 +23,7 @@ export function appendEventBatch(
   message: number,
   subject: { source: string; kind: string } | undefined,
   arrival: number,
-  admit?: (row: number) => boolean,
+  gate?: RowGate,
 ): void {
   let b: EventBatchScan;
   try {
@@ -32,6 +34,14 @@ export function appendEventBatch(
   const n = b.ids.length / 2;
   checkStructure(b, n, subject);
 
+  if (fingerprints.length < 3 * n) fingerprints = new Uint32Array(3 * n);
+  for (let i = 0; i < n; i++) {
+    const f = idFingerprintOfBytes(bytes, b.ids[2 * i]!, b.ids[2 * i + 1]!);
+    fingerprints[3 * i] = f[0]!;
+    fingerprints[3 * i + 1] = f[1]!;
+    fingerprints[3 * i + 2] = f[2]!;
+  }
+  gate?.prepare?.(fingerprints, n);
   const dict = columns.dictionaryOf(b.dict);
   let kind = -1;
   let kindStart = -1;
@@ -60,8 +70,8 @@ export function appendEventBatch(
     }
     for (let end = t + b.tagCounts[i]!; t < end; t++) columns.addTag(dict[b.tags[2 * t]!]!, dict[b.tags[2 * t + 1]!]!);
     for (let end = v + b.valueCounts[i]!; v < end; v++) columns.addValue(dict[b.valueNames[v]!]!, b.values[v]!);
-    columns.setFingerprint(idFingerprintOfBytes(bytes, b.ids[2 * i]!, b.ids[2 * i + 1]!));
-    if (admit && !admit(row)) columns.pop();
+    columns.setFingerprint(fingerprints, i);
+    if (gate && !gate.admit(row)) columns.pop();
   }
 }
 

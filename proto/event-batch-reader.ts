@@ -44,7 +44,8 @@ export function readEventBatch(bytes: Uint8Array): EventBatchColumns {
 
 /** Reads `bytes` into `out` (whose columns it empties first, so one can be reused). Throws like `readEventBatch`. */
 export function scanEventBatch(bytes: Uint8Array, out: EventBatchScan): EventBatchScan {
-  for (const column of Object.values(out)) (column as unknown[]).length = 0;
+  out.ids.length = out.ts.length = out.sources.length = out.kinds.length = out.dict.length = 0;
+  out.tagCounts.length = out.tags.length = out.valueCounts.length = out.valueNames.length = out.values.length = 0;
   const r = new WireReader(bytes);
   while (r.pos < r.end) {
     const key = r.uint32();

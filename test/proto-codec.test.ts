@@ -292,7 +292,7 @@ test("decoding into columns refuses and accepts exactly what decoding into objec
     const objects = decodePayload(bytes, "s", "k", true, now, limits);
     columns.reset();
     const admitted: number[] = [];
-    const rejects = decodePayloadInto(columns, columns.addMessage(bytes, "s", "k"), 1, true, now, limits, (row) => (admitted.push(row), row % 4 !== 3));
+    const rejects = decodePayloadInto(columns, columns.addMessage(bytes, "s", "k"), 1, true, now, limits, { admit: (row) => (admitted.push(row), row % 4 !== 3) });
     assert.deepEqual(rejects.map((x) => [x.reason, x.detail, Buffer.from(x.raw).toString("hex")]), objects.rejects.map((x) => [x.reason, x.detail, Buffer.from(x.raw).toString("hex")]));
     assert.equal(admitted.length, objects.events.length, "every valid event is offered to admit");
     const kept = objects.events.filter((_, i) => i % 4 !== 3);
