@@ -100,6 +100,14 @@ export const nodeDefaults = {
 /** How long a provisional result waits for others to share its message (`ProvisionalBatcher`). */
 export const provisionalFlushMs = 50;
 
+/**
+ * At most this many characters of JSON per batch of provisional results (~100 results). With
+ * `resultsAckPending`, what the results consumer may have in flight: ≤ 64 MiB (a consumer pulls
+ * whole messages; 1000 messages of 256 KiB made the server drop this node as a slow consumer).
+ */
+const provisionalBatchChars = 32 * 1024;
+const resultsAckPending = 2_000;
+
 /** Results stored (one read batch, one write batch) at a time by the results consumer. */
 const storeSlice = 5_000;
 
@@ -178,7 +186,7 @@ export class TallyNode {
     this.results = new ResultsStore(this.store);
     this.provisional = new ProvisionalBatcher({
       flushMs: provisionalFlushMs,
-      maxBytes: 256 * 1024,
+      maxBytes: provisionalBatchChars,
       subjectOf: (result) => subjects.results(result.metric, result.window),
       publish: (subject, body) => this.nc.publish(subject, body),
     });
@@ -421,7 +429,7 @@ export class TallyNode {
       stream,
       filter,
       maxBatch: this.settings.maxBatch,
-      maxAckPending: 20_000,
+      maxAckPending: resultsAckPending,
       recover: async () => Number(Buffer.from((await this.store.get(key)) ?? Buffer.from("0")).toString()) + 1,
       handle: async (batch) => {
         await handle(batch);
