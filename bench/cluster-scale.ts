@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { Membership, type MemberInfo } from "../cluster/membership.js";
 import { desiredOwners } from "../cluster/placement.js";
+import { resultsOf } from "../node/provisional-batcher.js";
 import { tempDir } from "../test/harness.js";
 import { NatsProcess, NodeProcess } from "../test/processes.js";
 import { saturate, sleep, startTally } from "./harness.js";
@@ -72,12 +73,16 @@ let killedAt = 0;
 let allEmittingAt = 0;
 const sub = nc.subscribe("results.>", {
   callback: (_, m) => {
-    const r = JSON.parse(m.string()) as { shard?: number; epoch?: number };
-    if (r.shard === undefined || r.epoch === undefined || !orphaned.has(r.shard)) return;
-    if (!killedAt) return void epochBefore.set(r.shard, Math.max(r.epoch, epochBefore.get(r.shard) ?? 0));
-    if (r.epoch <= (epochBefore.get(r.shard) ?? 0)) return;
-    emitting.add(r.shard);
-    if (emitting.size === orphaned.size && !allEmittingAt) allEmittingAt = Date.now();
+    for (const r of resultsOf(m.string())) {
+      if (r.shard === undefined || r.epoch === undefined || !orphaned.has(r.shard)) continue;
+      if (!killedAt) {
+        epochBefore.set(r.shard, Math.max(r.epoch, epochBefore.get(r.shard) ?? 0));
+        continue;
+      }
+      if (r.epoch <= (epochBefore.get(r.shard) ?? 0)) continue;
+      emitting.add(r.shard);
+      if (emitting.size === orphaned.size && !allEmittingAt) allEmittingAt = Date.now();
+    }
   },
 });
 await sleep(2_000);

@@ -10,6 +10,7 @@ import { DeliverPolicy, jetstreamManager, type JetStreamManager, jetstream } fro
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { WebSocket } from "ws";
 import type { WindowResult } from "../actors/window-result.js";
+import { resultsOf } from "../node/provisional-batcher.js";
 import { streams } from "../node/streams.js";
 import { nodeDefaults } from "../node/tally-node.js";
 import { tempDir } from "../test/harness.js";
@@ -441,9 +442,12 @@ export async function measureFreshness(
     callback: (_e, m) => {
       const text = m.string();
       if (!text.includes(endsAtBoundary)) return;
-      const r = JSON.parse(text) as WindowResult;
-      windows.add(r.key);
-      if (r.status !== "provisional" && !finals.has(r.key)) finals.set(r.key, Date.now());
+      // One final or corrected result, or a batch of provisional ones (README, "Results").
+      for (const r of resultsOf(text)) {
+        if (r.end !== boundary) continue;
+        windows.add(r.key);
+        if (r.status !== "provisional" && !finals.has(r.key)) finals.set(r.key, Date.now());
+      }
     },
   });
 

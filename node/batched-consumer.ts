@@ -16,6 +16,8 @@ export async function consumeInBatches(
   maxBatch: number,
   handle: (batch: JsMsg[]) => Promise<void>,
   onError: (e: unknown) => void,
+  /** At most this many payload bytes per batch (at least one message): what a batch's output grows with. */
+  maxBatchBytes?: number,
 ): Promise<BatchLoop> {
   let buffer: JsMsg[] = [];
   let running: Promise<void> | undefined;
@@ -23,8 +25,19 @@ export async function consumeInBatches(
 
   const drain = async () => {
     while (buffer.length > 0 && !stopped) {
-      const batch = buffer.length <= maxBatch ? buffer : buffer.slice(0, maxBatch);
-      buffer = buffer.length <= maxBatch ? [] : buffer.slice(maxBatch);
+      let n = Math.min(buffer.length, maxBatch);
+      if (maxBatchBytes !== undefined) {
+        let bytes = buffer[0]!.data.length;
+        for (let i = 1; i < n; i++) {
+          bytes += buffer[i]!.data.length;
+          if (bytes > maxBatchBytes) {
+            n = i;
+            break;
+          }
+        }
+      }
+      const batch = n === buffer.length ? buffer : buffer.slice(0, n);
+      buffer = n === buffer.length ? [] : buffer.slice(n);
       try {
         await handle(batch);
       } catch (e) {

@@ -120,7 +120,7 @@ export class HostedShard {
       stream: streams.mailbox,
       filter: subjects.mailbox(this.id),
       maxBatch: this.settings.maxBatch,
-      maxAckPending: 100_000,
+      maxAckPending: 5_000,
       recover: () => this.recover(),
       handle: (batch) => this.deliver(batch),
       log: this.deps.log,

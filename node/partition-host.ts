@@ -7,6 +7,14 @@ import type { RouterLog } from "./router-log.js";
 import { streams, subjects } from "./streams.js";
 import { SupervisedConsumer } from "./supervised-consumer.js";
 
+/**
+ * At most this much input per router batch. A batch's router-log record (its ids) and its mailbox
+ * messages (one partial per event when every event has its own series) grow with it, and each must
+ * stay under NATS's 1 MiB max payload: 1000 protobuf batches of 1000 events exceeded it, the
+ * router failed, recovered and picked an equally large batch again.
+ */
+const routerBatchBytes = 512 * 1024;
+
 interface HostedPartition {
   ingest: PartitionIngest;
   consumer: SupervisedConsumer;
@@ -37,6 +45,7 @@ export class PartitionHost {
       stream: streams.events,
       filter: subjects.events(partition),
       maxBatch: this.settings.maxBatch,
+      maxBatchBytes: routerBatchBytes,
       maxAckPending: 20_000,
       recover: () => ingest.recover(),
       handle: (batch) => ingest.handle(batch),

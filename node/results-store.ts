@@ -32,7 +32,7 @@ export class ResultsStore {
   }
 
   /**
-   * `put` for a batch in stream order, with one read per distinct window (in parallel) and one
+   * `put` for a batch in stream order, with one read per distinct window (one read batch) and one
    * write: the same outcome, result by result, as putting them one after another (a node with
    * many active windows stored results one read and one write at a time, ~10k a second, and its
    * results consumer fell behind). Returns, per result, whether it was stored.
@@ -55,7 +55,7 @@ export class ResultsStore {
       fresh.push(storageKey(result.metric, result.window, result.start, JSON.stringify(result.dims)));
     }
     const keys = [...new Set(fresh.filter((k): k is string => k !== undefined))];
-    const stored = await Promise.all(keys.map((key) => this.store.get(key)));
+    const stored = await this.store.getMany(keys);
     const latest = new Map<string, WindowResult | undefined>(
       keys.map((key, i) => [key, stored[i] ? (JSON.parse(Buffer.from(stored[i]!).toString()) as WindowResult) : undefined]),
     );

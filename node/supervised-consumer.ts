@@ -6,6 +6,8 @@ export interface SupervisedSpec {
   stream: string;
   filter: string;
   maxBatch: number;
+  /** At most this many payload bytes per batch (see `consumeInBatches`). */
+  maxBatchBytes?: number;
   maxAckPending: number;
   /** Rebuilds the component from its durable state; returns the stream sequence to resume at. */
   recover(): Promise<number>;
@@ -78,6 +80,7 @@ export class SupervisedConsumer {
         }
       },
       (e) => this.fail(e, generation),
+      this.spec.maxBatchBytes,
     );
   }
 

@@ -17,6 +17,7 @@ import { HotKeyJudge } from "./hot-key-judge.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import type { IngestCounters } from "./partition-ingest.js";
 import { PartitionHost } from "./partition-host.js";
+import { ProvisionalBatcher, resultsOf } from "./provisional-batcher.js";
 import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
 import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
 import { RouterLog } from "./router-log.js";
@@ -97,6 +98,20 @@ export const nodeDefaults = {
   hotCoolAfterMs: 60_000,
 };
 
+/** How long a provisional result waits for others to share its message (`ProvisionalBatcher`). */
+export const provisionalFlushMs = 50;
+
+/**
+ * At most this many characters of JSON per batch of provisional results (~100 results). With
+ * `resultsAckPending`, what the results consumer may have in flight: ≤ 64 MiB (a consumer pulls
+ * whole messages; 1000 messages of 256 KiB made the server drop this node as a slow consumer).
+ */
+const provisionalBatchChars = 32 * 1024;
+const resultsAckPending = 2_000;
+
+/** Results stored (one read batch, one write batch) at a time by the results consumer. */
+const storeSlice = 5_000;
+
 type ResultListener = (result: WindowResult) => void;
 
 /**
@@ -131,6 +146,7 @@ export class TallyNode {
   private shardHost!: ShardHost;
   private partitionHost!: PartitionHost;
   private results!: ResultsStore;
+  private provisional!: ProvisionalBatcher;
   private readonly tracked: SupervisedConsumer[] = [];
   private strays?: SupervisedConsumer;
   private readonly listeners = new Set<ResultListener>();
@@ -171,6 +187,12 @@ export class TallyNode {
     await ShardStateLog.ensureStream(jsm, s.replicas);
     this.store = await RocksStateStore.open(join(this.options.dataDir, "rocksdb"));
     this.results = new ResultsStore(this.store);
+    this.provisional = new ProvisionalBatcher({
+      flushMs: provisionalFlushMs,
+      maxBytes: provisionalBatchChars,
+      subjectOf: (result) => subjects.results(result.metric, result.window),
+      publish: (subject, body) => this.nc.publish(subject, body),
+    });
     const router = new Router([], s.shards);
     this.rulesStore = await RulesStore.open(this.nc, s.replicas);
     await this.rulesStore.seed(this.options.rules);
@@ -247,6 +269,8 @@ export class TallyNode {
     await this.membership?.beatNow().catch(() => undefined);
     await this.controller?.stop();
     await this.membership?.leave(this.id);
+    // The last provisional results of the shards just handed over.
+    this.provisional.flush();
     for (const consumer of this.tracked.reverse()) await consumer.stop();
     this.publisher.close();
     await this.nc.drain();
@@ -409,7 +433,7 @@ export class TallyNode {
       stream,
       filter,
       maxBatch: this.settings.maxBatch,
-      maxAckPending: 20_000,
+      maxAckPending: resultsAckPending,
       recover: async () => Number(Buffer.from((await this.store.get(key)) ?? Buffer.from("0")).toString()) + 1,
       handle: async (batch) => {
         await handle(batch);
@@ -438,30 +462,35 @@ export class TallyNode {
 
   /**
    * Final and corrected results are JetStream publishes, acked before the shard's checkpoint
-   * (exactly once). A provisional result is a plain publish on the same subject: the stream still
-   * stores it, in order with the finals of this connection, but nothing waits for its ack. It is
-   * superseded by the next one anyway, and waiting for one ack per provisional result (one per
-   * changed window every emit interval) was what a node with many active windows spent its time on.
+   * (exactly once). Provisional results are batched (`ProvisionalBatcher`: one message per
+   * results subject every `provisionalFlushMs`, a JSON array) and published without waiting for
+   * JetStream's ack: the stream still stores them, but each is superseded by the next anyway, and
+   * one message (and one ack) per changed window every emit interval was what a node with many
+   * active windows spent its time on.
    */
   private publishResult(result: WindowResult): Promise<unknown> {
-    const subject = subjects.results(result.metric, result.window);
-    if (result.status === "provisional") {
-      try {
-        this.nc.publish(subject, JSON.stringify(result));
+    try {
+      if (result.status === "provisional") {
+        this.provisional.add(result);
         return Promise.resolve();
-      } catch (e) {
-        return Promise.reject(e); // a closed connection: the shard fails and recovers, as for a final
       }
+      this.provisional.supersede(result);
+    } catch (e) {
+      return Promise.reject(e); // a closed connection: the shard fails and recovers, as for a final
     }
-    return this.js.publish(subject, JSON.stringify(result), { msgID: resultId(result) });
+    return this.js.publish(subjects.results(result.metric, result.window), JSON.stringify(result), { msgID: resultId(result) });
   }
 
   private async storeResults(batch: JsMsg[]): Promise<void> {
-    const results = batch.map((m) => JSON.parse(m.string()) as WindowResult);
-    const stored = await this.results.putAll(results);
-    results.forEach((result, i) => {
-      if (stored[i]) for (const listener of this.listeners) listener(result);
-    });
+    const all = batch.flatMap((m) => resultsOf(m.string()));
+    // A batch of messages may hold hundreds of thousands of provisional results: stored in slices.
+    for (let from = 0; from < all.length; from += storeSlice) {
+      const results = all.slice(from, from + storeSlice);
+      const stored = await this.results.putAll(results);
+      results.forEach((result, i) => {
+        if (stored[i]) for (const listener of this.listeners) listener(result);
+      });
+    }
   }
 }
 

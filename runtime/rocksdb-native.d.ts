@@ -8,6 +8,11 @@ declare module "rocksdb-native" {
     flush(): Promise<void>;
     destroy(): void;
   }
+  interface ReadBatch {
+    get(key: Key): Promise<Buffer | null>;
+    flush(): Promise<void>;
+    destroy(): void;
+  }
   interface Entry {
     key: Buffer;
     value: Buffer;
@@ -18,6 +23,7 @@ declare module "rocksdb-native" {
     close(opts?: { force?: boolean }): Promise<void>;
     get(key: Key): Promise<Buffer | null>;
     write(opts?: Record<string, unknown>): WriteBatch;
+    read(opts?: Record<string, unknown>): ReadBatch;
     iterator(range: { gte?: Key; lt?: Key; gt?: Key; lte?: Key; reverse?: boolean; limit?: number }): AsyncIterable<Entry>;
   }
 }

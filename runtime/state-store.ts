@@ -7,6 +7,8 @@ import RocksDB from "rocksdb-native";
  */
 export interface StateStore {
   get(key: string): Promise<Uint8Array | undefined>;
+  /** `get` for many keys at once (one native round trip on RocksDB), in order. */
+  getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]>;
   write(puts: Iterable<[string, Uint8Array]>, deletes?: Iterable<string>): Promise<void>;
   /** Entries with gte <= key < lt, in key order. */
   scan(gte: string, lt: string): AsyncIterable<[string, Uint8Array]>;
@@ -32,6 +34,15 @@ export class RocksStateStore implements StateStore {
   async get(key: string): Promise<Uint8Array | undefined> {
     const value = await this.db.get(key);
     return value ?? undefined;
+  }
+
+  async getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]> {
+    if (keys.length === 0) return [];
+    const batch = this.db.read({ capacity: keys.length });
+    const values = keys.map((key) => batch.get(key));
+    await batch.flush();
+    batch.destroy();
+    return (await Promise.all(values)).map((value) => value ?? undefined);
   }
 
   async write(puts: Iterable<[string, Uint8Array]>, deletes: Iterable<string> = []): Promise<void> {
@@ -66,6 +77,10 @@ export class MemoryStateStore implements StateStore {
 
   async get(key: string) {
     return this.map.get(key);
+  }
+
+  async getMany(keys: readonly string[]) {
+    return keys.map((key) => this.map.get(key));
   }
 
   async write(puts: Iterable<[string, Uint8Array]>, deletes: Iterable<string> = []) {

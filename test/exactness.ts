@@ -4,6 +4,7 @@
  */
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { resultsOf } from "../node/provisional-batcher.js";
 import type { ExpectedRule, ExpectedWindow } from "./expected.js";
 import { httpRequest } from "./processes.js";
 
@@ -132,8 +133,8 @@ export async function readStream(nc: NatsConnection, stream: string): Promise<{ 
 export function revisionConflicts(results: { body: string }[]): string[] {
   const byRevision = new Map<string, string>();
   const conflicts: string[] = [];
-  for (const r of results) {
-    const result = JSON.parse(r.body) as { key: string; status: string; revision: number; values: unknown; eventCount: number };
+  // A message is one final or corrected result, or a batch (array) of provisional ones.
+  for (const result of results.flatMap((r) => resultsOf(r.body))) {
     if (result.status === "provisional") continue;
     const id = `${result.key}#${result.revision}`;
     const content = JSON.stringify([result.values, result.eventCount]);
