@@ -70,7 +70,7 @@ export class EventColumns {
   private readonly kindIndex = new Map<string, number>();
   /** Per message: its bytes, and the source and kind its subject names. */
   readonly messages: { bytes: Uint8Array; source: string; kind: string }[] = [];
-  /** Events appended as objects (JSON), by row; protobuf rows have none. */
+  /** Events appended as objects (JSON) or made from columns (`event`), by row; others have none (the array may be shorter). */
   private objects: (TelemetryEvent | undefined)[] = [];
 
   /**
@@ -143,7 +143,6 @@ export class EventColumns {
     this.sourceStart[i] = -1;
     this.tagEnd[i] = this.tags;
     this.valueEnd[i] = this.values;
-    this.objects[i] = undefined;
     this.length = i + 1;
     return i;
   }
@@ -175,7 +174,7 @@ export class EventColumns {
     const i = --this.length;
     this.tags = i === 0 ? 0 : this.tagEnd[i - 1]!;
     this.values = i === 0 ? 0 : this.valueEnd[i - 1]!;
-    this.objects.length = i;
+    if (this.objects.length > i) this.objects.length = i;
   }
 
   /** Appends a whole event given as an object (JSON, tests, backfill). */

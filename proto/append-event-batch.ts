@@ -4,7 +4,7 @@ import { emptyScan, scanEventBatch, type EventBatchScan } from "./event-batch-re
 
 /** One scan, one column of absolute times and one of fingerprints, reused batch after batch (appending is synchronous). */
 const scan = emptyScan();
-const times: number[] = [];
+let times = new Float64Array(1024);
 let fingerprints = new Uint32Array(3 * 1024);
 
 
@@ -33,10 +33,18 @@ export function appendEventBatch(
   }
   const n = b.ids.length / 2;
   checkStructure(b, n, subject);
+  const ids = b.ids.data;
+  const kinds = b.kinds.data;
+  const sources = b.sources.data;
+  const tagCounts = b.tagCounts.data;
+  const tags = b.tags.data;
+  const valueCounts = b.valueCounts.data;
+  const valueNames = b.valueNames.data;
+  const values = b.values.data;
 
   if (fingerprints.length < 3 * n) fingerprints = new Uint32Array(3 * n);
   for (let i = 0; i < n; i++) {
-    const f = idFingerprintOfBytes(bytes, b.ids[2 * i]!, b.ids[2 * i + 1]!);
+    const f = idFingerprintOfBytes(bytes, ids[2 * i]!, ids[2 * i + 1]!);
     fingerprints[3 * i] = f[0]!;
     fingerprints[3 * i + 1] = f[1]!;
     fingerprints[3 * i + 2] = f[2]!;
@@ -53,8 +61,8 @@ export function appendEventBatch(
     if (b.kinds.length === 0) {
       if (kind < 0) kind = columns.internKind(subject!.kind);
     } else {
-      const start = b.kinds[2 * i]!;
-      const end = b.kinds[2 * i + 1]!;
+      const start = kinds[2 * i]!;
+      const end = kinds[2 * i + 1]!;
       if (kind < 0 || !sameBytes(bytes, start, end, kindStart, kindEnd)) {
         kind = columns.internKind(decodeAscii(bytes, start, end));
         kindStart = start;
@@ -62,14 +70,14 @@ export function appendEventBatch(
       }
     }
     const row = columns.beginRow(times[i]!, arrival, kind, message, i);
-    columns.idStart[row] = b.ids[2 * i]!;
-    columns.idEnd[row] = b.ids[2 * i + 1]!;
+    columns.idStart[row] = ids[2 * i]!;
+    columns.idEnd[row] = ids[2 * i + 1]!;
     if (b.sources.length > 0) {
-      columns.sourceStart[row] = b.sources[2 * i]!;
-      columns.sourceEnd[row] = b.sources[2 * i + 1]!;
+      columns.sourceStart[row] = sources[2 * i]!;
+      columns.sourceEnd[row] = sources[2 * i + 1]!;
     }
-    for (let end = t + b.tagCounts[i]!; t < end; t++) columns.addTag(dict[b.tags[2 * t]!]!, dict[b.tags[2 * t + 1]!]!);
-    for (let end = v + b.valueCounts[i]!; v < end; v++) columns.addValue(dict[b.valueNames[v]!]!, b.values[v]!);
+    for (let end = t + tagCounts[i]!; t < end; t++) columns.addTag(dict[tags[2 * t]!]!, dict[tags[2 * t + 1]!]!);
+    for (let end = v + valueCounts[i]!; v < end; v++) columns.addValue(dict[valueNames[v]!]!, values[v]!);
     columns.setFingerprint(fingerprints, i);
     if (gate && !gate.admit(row)) columns.pop();
   }
@@ -98,33 +106,43 @@ function checkStructure(b: EventBatchScan, n: number, subject: { source: string;
   };
   // A sum of two numbers the reader gave (|x| <= 2^53) is exact whenever it is safe; an offset
   // between two safe timestamps may itself exceed 2^53 (then a bigint): add those as bigints.
-  const first = b.ts[0];
-  times.length = n;
+  const tsOf = (i: number): number | bigint => b.tsBig.get(i) ?? b.ts.data[i]!;
+  if (times.length < n) times = new Float64Array(2 * n);
+  const first = n > 0 ? tsOf(0) : 0;
   for (let i = 0; i < n; i++) {
-    const offset = i === 0 ? 0 : b.ts[i]!;
-    const ts = typeof first === "number" && typeof offset === "number" ? first + offset : Number(BigInt(first!) + BigInt(offset));
-    if (!Number.isSafeInteger(ts)) fail(`ts of event ${i} (${BigInt(first!) + BigInt(offset)}) is outside the safe-integer range`);
-    times[i] = ts;
+    const offset = i === 0 ? 0 : b.ts.data[i]!;
+    if (typeof first === "number" && offset === offset /* not NaN: a number */) {
+      const ts = first + offset;
+      if (Number.isSafeInteger(ts)) {
+        times[i] = ts;
+        continue;
+      }
+    }
+    const exact = BigInt(first) + BigInt(i === 0 ? 0 : tsOf(i));
+    if (!Number.isSafeInteger(Number(exact)) || BigInt(Number(exact)) !== exact) fail(`ts of event ${i} (${exact}) is outside the safe-integer range`);
+    times[i] = Number(exact);
   }
   let t = 0;
   let v = 0;
   for (let i = 0; i < n; i++) {
-    const tagCount = b.tagCounts[i]!;
+    const tagCount = b.tagCounts.data[i]!;
     if (2 * (t + tagCount) > b.tags.length) fail(`tag_counts[${i}] = ${tagCount} runs past the end of column tags`);
+    const tags = b.tags.data;
     for (let j = t, end = t + tagCount; j < end; j++) {
-      inDict("tags", 2 * j, b.tags[2 * j]!);
-      inDict("tags", 2 * j + 1, b.tags[2 * j + 1]!);
+      inDict("tags", 2 * j, tags[2 * j]!);
+      inDict("tags", 2 * j + 1, tags[2 * j + 1]!);
       for (let k = t; k < j; k++) {
-        if (b.dict[b.tags[2 * k]!] === b.dict[b.tags[2 * j]!]) fail(`event ${i} has tag ${JSON.stringify(b.dict[b.tags[2 * j]!])} twice`);
+        if (b.dict[tags[2 * k]!] === b.dict[tags[2 * j]!]) fail(`event ${i} has tag ${JSON.stringify(b.dict[tags[2 * j]!])} twice`);
       }
     }
     t += tagCount;
-    const valueCount = b.valueCounts[i]!;
+    const valueCount = b.valueCounts.data[i]!;
     if (v + valueCount > b.valueNames.length) fail(`value_counts[${i}] = ${valueCount} runs past the end of column value_names`);
+    const names = b.valueNames.data;
     for (let j = v, end = v + valueCount; j < end; j++) {
-      inDict("value_names", j, b.valueNames[j]!);
+      inDict("value_names", j, names[j]!);
       for (let k = v; k < j; k++) {
-        if (b.dict[b.valueNames[k]!] === b.dict[b.valueNames[j]!]) fail(`event ${i} has value ${JSON.stringify(b.dict[b.valueNames[j]!])} twice`);
+        if (b.dict[names[k]!] === b.dict[names[j]!]) fail(`event ${i} has value ${JSON.stringify(b.dict[names[j]!])} twice`);
       }
     }
     v += valueCount;

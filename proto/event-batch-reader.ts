@@ -17,35 +17,93 @@ export type EventBatchColumns = Omit<EventBatch, "$typeName" | "ts"> & {
   ts: (number | bigint)[];
 };
 
+/** A growable column of unsigned 32-bit numbers, reused batch after batch (no garbage per batch). */
+export class UintColumn {
+  data = new Uint32Array(1024);
+  length = 0;
+
+  push(value: number): void {
+    if (this.length === this.data.length) this.data = grow(this.data);
+    this.data[this.length++] = value;
+  }
+
+  toArray(): number[] {
+    return Array.from(this.data.subarray(0, this.length));
+  }
+}
+
+/** A growable column of doubles, reused batch after batch. */
+export class FloatColumn {
+  data = new Float64Array(1024);
+  length = 0;
+
+  push(value: number): void {
+    if (this.length === this.data.length) this.data = grow(this.data);
+    this.data[this.length++] = value;
+  }
+
+  toArray(): number[] {
+    return Array.from(this.data.subarray(0, this.length));
+  }
+}
+
+function grow<T extends Uint32Array | Float64Array>(data: T): T {
+  const next = new (data.constructor as new (n: number) => T)(2 * data.length);
+  next.set(data);
+  return next;
+}
+
 /**
- * The columns with ids, sources and kinds left in the bytes as `[start, end)` pairs: what a router
- * needs (it fingerprints ids where they lie and decodes a source only when a rule reads it).
+ * A batch's columns as a router reads them: ids, sources and kinds left in the bytes as
+ * `[start, end)` pairs (it fingerprints ids where they lie and decodes a source only when a rule
+ * reads it), numbers in typed arrays. `ts` holds NaN where the value needs a bigint (`tsBig`).
  */
-export type EventBatchScan = Omit<EventBatchColumns, "ids" | "sources" | "kinds"> & {
-  ids: number[];
-  sources: number[];
-  kinds: number[];
-};
+export interface EventBatchScan {
+  ids: UintColumn;
+  ts: FloatColumn;
+  tsBig: Map<number, bigint>;
+  sources: UintColumn;
+  kinds: UintColumn;
+  dict: string[];
+  tagCounts: UintColumn;
+  tags: UintColumn;
+  valueCounts: UintColumn;
+  valueNames: UintColumn;
+  values: FloatColumn;
+}
 
 export function emptyScan(): EventBatchScan {
-  return { ids: [], ts: [], sources: [], kinds: [], dict: [], tagCounts: [], tags: [], valueCounts: [], valueNames: [], values: [] };
+  const u = () => new UintColumn();
+  return { ids: u(), ts: new FloatColumn(), tsBig: new Map(), sources: u(), kinds: u(), dict: [], tagCounts: u(), tags: u(), valueCounts: u(), valueNames: u(), values: new FloatColumn() };
 }
 
 /** Throws an Error whose message says what is wrong with the bytes. */
 export function readEventBatch(bytes: Uint8Array): EventBatchColumns {
   const scan = scanEventBatch(bytes, emptyScan());
-  const strings = (ranges: number[]) => {
+  const strings = (ranges: UintColumn) => {
     const out: string[] = new Array(ranges.length / 2);
-    for (let i = 0; i < out.length; i++) out[i] = decodeAscii(bytes, ranges[2 * i]!, ranges[2 * i + 1]!);
+    for (let i = 0; i < out.length; i++) out[i] = decodeAscii(bytes, ranges.data[2 * i]!, ranges.data[2 * i + 1]!);
     return out;
   };
-  return { ...scan, ids: strings(scan.ids), sources: strings(scan.sources), kinds: strings(scan.kinds) };
+  return {
+    ids: strings(scan.ids),
+    ts: scan.ts.toArray().map((t, i) => scan.tsBig.get(i) ?? t),
+    sources: strings(scan.sources),
+    kinds: strings(scan.kinds),
+    dict: [...scan.dict],
+    tagCounts: scan.tagCounts.toArray(),
+    tags: scan.tags.toArray(),
+    valueCounts: scan.valueCounts.toArray(),
+    valueNames: scan.valueNames.toArray(),
+    values: scan.values.toArray(),
+  };
 }
 
 /** Reads `bytes` into `out` (whose columns it empties first, so one can be reused). Throws like `readEventBatch`. */
 export function scanEventBatch(bytes: Uint8Array, out: EventBatchScan): EventBatchScan {
   out.ids.length = out.ts.length = out.sources.length = out.kinds.length = out.dict.length = 0;
   out.tagCounts.length = out.tags.length = out.valueCounts.length = out.valueNames.length = out.values.length = 0;
+  out.tsBig.clear();
   const r = new WireReader(bytes);
   while (r.pos < r.end) {
     const key = r.uint32();
@@ -56,7 +114,7 @@ export function scanEventBatch(bytes: Uint8Array, out: EventBatchScan): EventBat
         r.range(wire, out.ids);
         break;
       case 2:
-        r.sint64s(wire, out.ts);
+        r.sint64s(wire, out.ts, out.tsBig);
         break;
       case 3:
         r.range(wire, out.sources);
@@ -105,21 +163,42 @@ class WireReader {
   // Repeated scalars come packed (one length-delimited run) or one element per field occurrence.
   // One method per element type rather than one taking a reader callback: a call through a
   // closure per element cost ~10% of decoding in the profile.
-  uint32s(wire: number, into: number[]): void {
+  uint32s(wire: number, into: UintColumn): void {
     if (wire === Wire.Varint) return void into.push(this.uint32());
     const outer = this.packed(wire, Wire.Varint);
-    while (this.pos < this.end) into.push(this.uint32());
+    // Counts and dictionary indices are mostly below 128: one byte, read inline.
+    const { buf, end } = this;
+    let pos = this.pos;
+    while (pos < end) {
+      const b = buf[pos]!;
+      if (b < 0x80) {
+        into.push(b);
+        pos++;
+        continue;
+      }
+      this.pos = pos;
+      into.push(this.uint32());
+      pos = this.pos;
+    }
+    this.pos = pos;
     this.end = outer;
   }
 
-  sint64s(wire: number, into: (number | bigint)[]): void {
-    if (wire === Wire.Varint) return void into.push(this.sint64());
+  sint64s(wire: number, into: FloatColumn, big: Map<number, bigint>): void {
+    if (wire === Wire.Varint) return this.sint64Into(into, big);
     const outer = this.packed(wire, Wire.Varint);
-    while (this.pos < this.end) into.push(this.sint64());
+    while (this.pos < this.end) this.sint64Into(into, big);
     this.end = outer;
   }
 
-  doubles(wire: number, into: number[]): void {
+  private sint64Into(into: FloatColumn, big: Map<number, bigint>): void {
+    const value = this.sint64();
+    if (typeof value === "number") return into.push(value);
+    big.set(into.length, value);
+    into.push(NaN);
+  }
+
+  doubles(wire: number, into: FloatColumn): void {
     if (wire === Wire.Fixed64) return void into.push(this.double());
     const outer = this.packed(wire, Wire.Fixed64);
     while (this.pos < this.end) into.push(this.double());
@@ -142,9 +221,10 @@ class WireReader {
   }
 
   /** A length-delimited field's content as a `[start, end)` pair pushed onto `into`. */
-  range(wire: number, into: number[]): void {
+  range(wire: number, into: UintColumn): void {
     const end = this.bytesEnd(wire);
-    into.push(this.pos, end);
+    into.push(this.pos);
+    into.push(end);
     this.pos = end;
   }
 
