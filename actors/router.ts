@@ -165,10 +165,18 @@ export class Router {
       const tumbling = window.sizeMs === window.slideMs;
       const starts = tumbling ? undefined : windowStarts(window, ts);
       for (let s = 0, n = starts ? starts.length : 1; s < n; s++) {
-        const start = starts ? starts[s]! : lastWindowStart(window, ts);
+        const start = starts ? starts[s]! : tumblingStart(plan, w, ts);
         if (start + window.sizeMs + rule.latenessMs + rule.horizonMs <= batch.watermark) continue;
         outcome = Outcome.Aggregated;
-        const partial = salt === undefined ? unsaltedPartial(rule, series, w, start, batch) : saltedPartial(rule, series, w, start, salt, batch);
+        // Most events of a series in a batch go to the window (and sub-actor) its previous event went to.
+        const last = series.last[w]!;
+        let partial = last.partial;
+        if (last.start !== start || last.salt !== (salt ?? -1) || !partial) {
+          partial = salt === undefined ? unsaltedPartial(rule, series, w, start, batch) : saltedPartial(rule, series, w, start, salt, batch);
+          last.start = start;
+          last.salt = salt ?? -1;
+          last.partial = partial;
+        }
         addValue(partial.agg, value);
         for (const aggregation of rule.states) {
           const states = partial.states!;
@@ -209,6 +217,16 @@ interface RulePlan {
   series: Map<number, unknown>;
   /** The one series of a rule without `groupBy`. */
   only?: BatchSeries;
+  /** Per window of the rule (by index): the start of the tumbling window the last event fell in. */
+  lastStart: number[];
+}
+
+/** `lastWindowStart` of a tumbling window, without a floating-point modulo when the event falls in the same window as the last one. */
+function tumblingStart(plan: RulePlan, w: number, ts: number): number {
+  const last = plan.lastStart[w]!;
+  const window = plan.rule.windows[w]!;
+  if (ts >= last && ts < last + window.sizeMs) return last;
+  return (plan.lastStart[w] = lastWindowStart(window, ts));
 }
 
 function planRule(rule: MetricRule, columns: EventColumns): RulePlan {
@@ -225,7 +243,7 @@ function planRule(rule: MetricRule, columns: EventColumns): RulePlan {
     value = columns.lookup(rule.value);
     if (value < 0) impossible = true;
   }
-  return { rule, impossible, where, groupKeys: rule.groupBy.map((name) => columns.lookup(name)), value, empty: columns.intern(""), series: new Map() };
+  return { rule, impossible, where, groupKeys: rule.groupBy.map((name) => columns.lookup(name)), value, empty: columns.intern(""), series: new Map(), lastStart: rule.windows.map(() => NaN) };
 }
 
 /** A series (one combination of dimension values) met in this batch. */
@@ -238,6 +256,8 @@ interface BatchSeries {
   hot?: HotSeries | null;
   /** Its salted sub-actors' partials per window of the rule (by index), by salt, by window start. */
   bySalt?: Map<number, Map<number, WindowPartial>>[];
+  /** Per window of the rule (by index): the partial its last event went to, with that window's start and salt (-1: none). */
+  last: { start: number; salt: number; partial?: WindowPartial }[];
 }
 
 /**
@@ -269,7 +289,7 @@ function newSeries(plan: RulePlan, columns: EventColumns, values: number[]): Bat
   const dimValues = values.map((v) => columns.dict[v]!);
   const dims: Record<string, string> = {};
   rule.groupBy.forEach((name, d) => (dims[name] = dimValues[d]!));
-  return { dimsId: JSON.stringify(dimValues), dims, byWindow: rule.windows.map(() => new Map()) };
+  return { dimsId: JSON.stringify(dimValues), dims, byWindow: rule.windows.map(() => new Map()), last: rule.windows.map(() => ({ start: NaN, salt: -1 })) };
 }
 
 /** A missing tag groups under the empty string. `source` is the event's source unless a tag says otherwise. */
