@@ -115,6 +115,8 @@ export class RecentIds {
 
   /** Keeps at least `horizonMs` of ids: the current generation plus `generationCount` full ones. */
   private rotate(now: number): void {
+    // Called per id with the same `now` for a whole batch: nothing to do until the next generation starts.
+    if (now < this.generationStart + this.generationMs) return;
     const steps = Math.floor((now - this.generationStart) / this.generationMs);
     if (steps <= 0) return;
     for (let s = 1; s <= Math.min(steps, this.perGeneration.length); s++) this.perGeneration[(this.generation + s) % this.perGeneration.length] = 0;
