@@ -324,6 +324,11 @@ export class TallyNode {
     return this.live.merge(await this.results.query(q), q);
   }
 
+  /** What this node's RocksDB holds for `q`, without the in-memory provisional view (tests). */
+  storedResults(q: ResultQuery): Promise<WindowResult[]> {
+    return this.results.query(q);
+  }
+
   onResult(listener: ResultListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
