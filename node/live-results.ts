@@ -73,11 +73,18 @@ export class LiveResults {
 
   /**
    * A provisional result from the results subjects. True if it is now its window's newest (and
-   * so news for subscribers); false if refused: stale epoch, older than the one held, or its
-   * window's final already stored.
+   * so news for subscribers); false if refused: stale epoch, older than the one held, its
+   * window's final already stored, or its window closed long ago (`staleAfterMs`: a node
+   * replaying the results stream from its start).
    */
   offer(result: WindowResult): boolean {
-    if (result.status !== "provisional" || !this.fresh(result) || this.finals.has(result.key) || this.olderFinals.has(result.key)) {
+    if (
+      result.status !== "provisional" ||
+      !this.fresh(result) ||
+      this.finals.has(result.key) ||
+      this.olderFinals.has(result.key) ||
+      this.options.closesAt(result) < this.newestWatermark - this.options.staleAfterMs
+    ) {
       this.refused++;
       return false;
     }
