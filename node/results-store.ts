@@ -12,6 +12,18 @@ export interface ResultQuery {
 }
 
 /**
+ * A shard epoch seen on the results stream without a result to store with it (a batch of
+ * provisional results, which are not stored): it fences older epochs all the same.
+ */
+export interface EpochSeen {
+  seen: "epoch";
+  shard: number;
+  epoch: number;
+}
+
+export type PutOutcome = "stored" | "older" | "stale";
+
+/**
  * The latest result of every window this node has seen on the results stream, in RocksDB.
  * Idempotent by (window key, revision): a result never replaces a higher revision, so replays
  * and duplicates are harmless. Every node keeps all of it, so any node answers for the cluster.
@@ -35,12 +47,31 @@ export class ResultsStore {
    * `put` for a batch in stream order, with one read per distinct window (one read batch) and one
    * write: the same outcome, result by result, as putting them one after another (a node with
    * many active windows stored results one read and one write at a time, ~10k a second, and its
-   * results consumer fell behind). Returns, per result, whether it was stored.
+   * results consumer fell behind). Returns, per result, whether it was stored. An `EpochSeen`
+   * among them only moves its shard's epoch (fencing what follows it), and is never "stored".
    */
-  async putAll(results: readonly WindowResult[]): Promise<boolean[]> {
+  async putAll(results: readonly (WindowResult | EpochSeen)[]): Promise<boolean[]> {
+    return (await this.putAllDetailed(results)).map((outcome) => outcome === "stored");
+  }
+
+  /**
+   * `putAll`, saying why a result was not stored: `older` (the store holds this window at a
+   * newer or equal revision: it is final already) or `stale` (from a shard epoch older than one
+   * seen before it; an `EpochSeen` is always `stale`).
+   */
+  async putAllDetailed(results: readonly (WindowResult | EpochSeen)[]): Promise<PutOutcome[]> {
     const writes = new Map<string, Uint8Array>();
     const fresh: (string | undefined)[] = [];
     for (const result of results) {
+      if ("seen" in result) {
+        const newest = await this.newestEpoch(result.shard);
+        if (result.epoch > newest) {
+          this.epochs.set(result.shard, result.epoch);
+          writes.set(epochKey(result.shard), Buffer.from(String(result.epoch)));
+        }
+        fresh.push(undefined);
+        continue;
+      }
       if (result.shard !== undefined && result.epoch !== undefined) {
         const newest = await this.newestEpoch(result.shard);
         if (result.epoch < newest) {
@@ -59,14 +90,14 @@ export class ResultsStore {
     const latest = new Map<string, WindowResult | undefined>(
       keys.map((key, i) => [key, stored[i] ? (JSON.parse(Buffer.from(stored[i]!).toString()) as WindowResult) : undefined]),
     );
-    const outcome = results.map((result, i) => {
+    const outcome = results.map((result, i): PutOutcome => {
       const key = fresh[i];
-      if (key === undefined) return false;
+      if (key === undefined || "seen" in result) return "stale";
       const current = latest.get(key);
-      if (current && isNewer(current, result)) return false;
+      if (current && isNewer(current, result)) return "older";
       latest.set(key, result);
       writes.set(key, Buffer.from(JSON.stringify(result)));
-      return true;
+      return "stored";
     });
     if (writes.size > 0) await this.store.write([...writes]);
     return outcome;
@@ -82,28 +113,37 @@ export class ResultsStore {
     return epoch;
   }
 
+  /** Per shard, the newest epoch seen on the results stream so far (as stored). */
+  async storedEpochs(): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    for await (const [key, value] of this.store.scan("result-epoch/", "result-epoch0")) {
+      out.set(Number(key.slice("result-epoch/".length)), Number(Buffer.from(value).toString()));
+    }
+    return out;
+  }
+
   async query(q: ResultQuery): Promise<WindowResult[]> {
     const prefix = `result/${q.metric}/${q.window}/`;
     const out: WindowResult[] = [];
     for await (const [, value] of this.store.scan(prefix + pad(Math.max(0, q.from)), prefix + pad(Math.max(0, q.to)))) {
       const result = JSON.parse(Buffer.from(value).toString()) as WindowResult;
-      if (matches(result.dims, q.where)) out.push(result);
+      if (matchesWhere(result.dims, q.where)) out.push(result);
     }
     return out;
   }
 }
 
-/**
- * Revisions order final and corrected results; provisional ones (all revision 0) only grow, so
- * the one with more events is the later. A redelivered older result never replaces a newer one.
- */
 /** Forgets the windows of `metric`/`window` that start before `cutoff` (retention). */
 export async function dropResultsBefore(store: StateStore, metric: string, window: string, cutoff: number): Promise<void> {
   const prefix = `result/${metric}/${window}/`;
   await store.deleteRange(prefix, prefix + pad(Math.max(0, cutoff)));
 }
 
-function isNewer(a: WindowResult, b: WindowResult): boolean {
+/**
+ * Revisions order final and corrected results; provisional ones (all revision 0) only grow, so
+ * the one with more events is the later. A redelivered older result never replaces a newer one.
+ */
+export function isNewer(a: WindowResult, b: WindowResult): boolean {
   return a.revision > b.revision || (a.revision === b.revision && a.revision === 0 && a.eventCount > b.eventCount);
 }
 
@@ -111,7 +151,7 @@ function epochKey(shard: number): string {
   return `result-epoch/${shard}`;
 }
 
-function matches(dims: Record<string, string>, where: Record<string, string>): boolean {
+export function matchesWhere(dims: Record<string, string>, where: Record<string, string>): boolean {
   for (const k in where) if (dims[k] !== where[k]) return false;
   return true;
 }

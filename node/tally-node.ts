@@ -18,7 +18,8 @@ import { encodeMailbox } from "./mailbox-codec.js";
 import type { IngestCounters } from "./partition-ingest.js";
 import { PartitionHost } from "./partition-host.js";
 import { ProvisionalBatcher, resultsOf } from "./provisional-batcher.js";
-import { dropResultsBefore, ResultsStore, type ResultQuery } from "./results-store.js";
+import { LiveResults, liveResultsDefaults } from "./live-results.js";
+import { dropResultsBefore, ResultsStore, type EpochSeen, type ResultQuery } from "./results-store.js";
 import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
 import { RouterLog } from "./router-log.js";
 import { AckedPublisher } from "./acked-publisher.js";
@@ -146,6 +147,13 @@ export class TallyNode {
   private shardHost!: ShardHost;
   private partitionHost!: PartitionHost;
   private results!: ResultsStore;
+  /** Provisional results of open windows, in memory only (README, "Results"). */
+  private live!: LiveResults;
+  /** The connection the live view listens on: a slow reader there must not cost the node its main connection. */
+  private liveNc?: NatsConnection;
+  /** The results stream's last sequence when the live subscription began: earlier batches reach the view through the results consumer. */
+  private liveFromSeq = 0;
+  private sweepTimer?: NodeJS.Timeout;
   private provisional!: ProvisionalBatcher;
   private readonly tracked: SupervisedConsumer[] = [];
   private strays?: SupervisedConsumer;
@@ -187,6 +195,11 @@ export class TallyNode {
     await ShardStateLog.ensureStream(jsm, s.replicas);
     this.store = await RocksStateStore.open(join(this.options.dataDir, "rocksdb"));
     this.results = new ResultsStore(this.store);
+    this.live = new LiveResults({
+      ...liveResultsDefaults,
+      closesAt: (result) => result.end + (this.known.get(result.metric)?.latenessMs ?? 0),
+    });
+    for (const [shard, epoch] of await this.results.storedEpochs()) this.live.noteEpoch(shard, epoch);
     this.provisional = new ProvisionalBatcher({
       flushMs: provisionalFlushMs,
       maxBytes: provisionalBatchChars,
@@ -217,7 +230,18 @@ export class TallyNode {
       (series) => router.setHotSeries(series),
     );
 
-    // Results first, so nothing emitted below is missed by this node's view.
+    // Results first, so nothing emitted below is missed by this node's view: provisional ones as
+    // they are published (core NATS, own connection), the rest through the results stream.
+    this.liveNc = await connect({
+      servers: this.options.natsUrl.split(","),
+      name: `tally-${this.id}-live`,
+      maxReconnectAttempts: -1,
+      noAsyncTraces: true,
+    });
+    this.liveNc.subscribe("results.>", { callback: (e, m) => void (e ?? this.takeLive(m.data)) });
+    await this.liveNc.flush();
+    this.liveFromSeq = (await jsm.streams.info(streams.results)).state.last_seq;
+    this.sweepTimer = setInterval(() => this.live.sweep(), liveSweepMs);
     await this.startTracked(`results-${this.id}`, streams.results, "results.>", (batch) => this.storeResults(batch));
 
     this.shardHost = new ShardHost(
@@ -263,6 +287,7 @@ export class TallyNode {
     this.ready = false;
     clearInterval(this.watermarkTimer);
     clearInterval(this.retentionTimer);
+    clearInterval(this.sweepTimer);
     this.stopWatchingRules?.();
     this.hotKeys?.stop();
     this.leaving = true;
@@ -273,6 +298,7 @@ export class TallyNode {
     this.provisional.flush();
     for (const consumer of this.tracked.reverse()) await consumer.stop();
     this.publisher.close();
+    await this.liveNc?.close();
     await this.nc.drain();
     await this.store.close();
   }
@@ -293,7 +319,13 @@ export class TallyNode {
     return this.rulesStore;
   }
 
-  query(q: ResultQuery): Promise<WindowResult[]> {
+  /** Stored finals and corrections, with the provisional results of open windows merged in. */
+  async query(q: ResultQuery): Promise<WindowResult[]> {
+    return this.live.merge(await this.results.query(q), q);
+  }
+
+  /** What this node's RocksDB holds for `q`, without the in-memory provisional view (tests). */
+  storedResults(q: ResultQuery): Promise<WindowResult[]> {
     return this.results.query(q);
   }
 
@@ -323,6 +355,12 @@ export class TallyNode {
       checkpoints: this.shardHost?.checkpoints ?? 0,
       moves: this.controller?.moves ?? 0,
       counters: this.counters,
+      results: {
+        provisionalWindows: this.live?.size ?? 0,
+        finalsRemembered: this.live?.rememberedFinals ?? 0,
+        provisionalTaken: this.live?.taken ?? 0,
+        provisionalRefused: this.live?.refused ?? 0,
+      },
       folded: this.shardHost?.folded() ?? {},
       hotKeys: this.hotKeys?.salted ?? [],
       partitions: (this.partitionHost?.marks(now) ?? []).map(([partition, mark]) => ({ partition, ...mark })),
@@ -418,6 +456,7 @@ export class TallyNode {
   /** Deletes aggregates older than their window size's retention from this node's results store. */
   async enforceRetention(now = Date.now()): Promise<void> {
     for (const { metric, window, cutoff } of expiredRanges([...this.known.values()], this.settings.retention, now)) {
+      this.live?.dropBefore(metric, window, cutoff);
       await dropResultsBefore(this.store, metric, window, cutoff).catch((e) => console.error(`retention ${metric}/${window}: ${(e as Error).message}`));
     }
   }
@@ -481,17 +520,86 @@ export class TallyNode {
     return this.js.publish(subjects.results(result.metric, result.window), JSON.stringify(result), { msgID: resultId(result) });
   }
 
+  /**
+   * A message on a results subject, as published (the live subscription): a batch of provisional
+   * results goes into the in-memory view and to subscribers at once, before and without any
+   * RocksDB work. Finals and corrections (single objects) are left to the results consumer.
+   */
+  private takeLive(data: Uint8Array): void {
+    if (data[0] !== 0x5b) return; // "[": a batch of provisional results
+    let results: WindowResult[];
+    try {
+      results = JSON.parse(textDecoder.decode(data)) as WindowResult[];
+    } catch {
+      return; // not ours to judge: the results consumer sees the same message
+    }
+    for (const result of results) if (this.live.offer(result)) this.notify(result);
+  }
+
+  private notify(result: WindowResult): void {
+    for (const listener of this.listeners) listener(result);
+  }
+
+  /**
+   * The results consumer: final and corrected results into RocksDB, in stream order, then to
+   * subscribers. A batch of provisional results is not stored: only its shard epochs are taken
+   * (they fence older epochs' finals, as before), found without parsing it; the live subscription
+   * handles its results, except for batches published before it began (a restart), which warm
+   * the view here (no subscriber is told: they are old news).
+   */
   private async storeResults(batch: JsMsg[]): Promise<void> {
-    const all = batch.flatMap((m) => resultsOf(m.string()));
-    // A batch of messages may hold hundreds of thousands of provisional results: stored in slices.
-    for (let from = 0; from < all.length; from += storeSlice) {
-      const results = all.slice(from, from + storeSlice);
-      const stored = await this.results.putAll(results);
-      results.forEach((result, i) => {
-        if (stored[i]) for (const listener of this.listeners) listener(result);
+    const items: (WindowResult | EpochSeen)[] = [];
+    for (const m of batch) {
+      if (m.data[0] === 0x5b) {
+        if (m.seq > this.liveFromSeq) {
+          items.push(...epochsIn(m.string()));
+          continue;
+        }
+        for (const result of resultsOf(m.string())) {
+          this.live.offer(result);
+          if (result.shard !== undefined && result.epoch !== undefined) items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
+        }
+        continue;
+      }
+      const result = JSON.parse(m.string()) as WindowResult;
+      if (result.status === "provisional") {
+        // One provisional result alone (a node of an older version publishes them so): the view's too.
+        if (this.live.offer(result) && m.seq > this.liveFromSeq) this.notify(result);
+        if (result.shard !== undefined && result.epoch !== undefined) items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
+        continue;
+      }
+      items.push(result);
+    }
+    for (let from = 0; from < items.length; from += storeSlice) {
+      const slice = items.slice(from, from + storeSlice);
+      const outcomes = await this.results.putAllDetailed(slice);
+      slice.forEach((item, i) => {
+        if ("seen" in item || outcomes[i] === "stale") return;
+        this.live.settle(item);
+        if (outcomes[i] === "stored") this.notify(item);
       });
     }
   }
+}
+
+const textDecoder = new TextDecoder();
+
+/** How often the live view drops windows long closed without a final (`LiveResults.sweep`). */
+const liveSweepMs = 5_000;
+
+/**
+ * The shard epochs in a batch of provisional results, without parsing it: every result ends
+ * with `"shard":N,"epoch":M}` (hosted-shard.ts adds both last; a tag or aggregate value cannot
+ * hold that unescaped), the highest epoch per shard.
+ */
+export function epochsIn(text: string): EpochSeen[] {
+  const newest = new Map<number, number>();
+  for (const m of text.matchAll(/"shard":(\d+),"epoch":(\d+)\}/g)) {
+    const shard = Number(m[1]);
+    const epoch = Number(m[2]);
+    if (epoch > (newest.get(shard) ?? -1)) newest.set(shard, epoch);
+  }
+  return [...newest].map(([shard, epoch]) => ({ seen: "epoch", shard, epoch }));
 }
 
 /** Sinks are idempotent by (window key, revision); JetStream drops a re-emitted final/correction. */
