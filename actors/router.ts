@@ -66,6 +66,7 @@ export class Router {
     for (const rule of rules) {
       for (const name of rule.groupBy) tags.add(name);
       for (const name in rule.where) tags.add(name);
+      for (const aggregation of rule.states) if (aggregation.field !== undefined) tags.add(aggregation.field);
       if (rule.value !== undefined) values.add(rule.value);
     }
     this.reads = { tags: [...tags], values: [...values] };
@@ -178,10 +179,15 @@ export class Router {
           last.partial = partial;
         }
         addValue(partial.agg, value);
-        for (const aggregation of rule.states) {
+        for (let a = 0; a < rule.states.length; a++) {
+          const aggregation = rule.states[a]!;
           const states = partial.states!;
           const state = (states[aggregation.stateKey] ??= aggregation.init());
-          aggregation.add(state, rule.value === undefined ? undefined : value, columns.event(i));
+          const v = rule.value === undefined ? undefined : value;
+          // Without an event object where the aggregation says what it reads.
+          if (aggregation.addValue) aggregation.addValue(state, v);
+          else if (aggregation.addField) aggregation.addField(state, fieldValue(plan, columns, i, a));
+          else aggregation.add(state, v, columns.event(i));
         }
       }
     }
@@ -219,6 +225,16 @@ interface RulePlan {
   only?: BatchSeries;
   /** Per window of the rule (by index): the start of the tumbling window the last event fell in. */
   lastStart: number[];
+  /** Per aggregation of the rule's states (by index): the tag key of the field it reads (-1: none in the batch). */
+  fieldKeys: number[];
+}
+
+/** What `fieldOf` in the built-in aggregations reads: the tag, else `source` for the field `source`. */
+function fieldValue(plan: RulePlan, columns: EventColumns, i: number, a: number): string | undefined {
+  const key = plan.fieldKeys[a]!;
+  const value = key < 0 ? -1 : columns.tagOf(i, key);
+  if (value >= 0) return columns.dict[value];
+  return plan.rule.states[a]!.field === "source" ? columns.source(i) : undefined;
 }
 
 /** `lastWindowStart` of a tumbling window, without a floating-point modulo when the event falls in the same window as the last one. */
@@ -243,7 +259,10 @@ function planRule(rule: MetricRule, columns: EventColumns): RulePlan {
     value = columns.lookup(rule.value);
     if (value < 0) impossible = true;
   }
-  return { rule, impossible, where, groupKeys: rule.groupBy.map((name) => columns.lookup(name)), value, empty: columns.intern(""), series: new Map(), lastStart: rule.windows.map(() => NaN) };
+  return { rule, impossible, where, groupKeys: rule.groupBy.map((name) => columns.lookup(name)), value, empty: columns.intern(""), series: new Map(),
+    lastStart: rule.windows.map(() => NaN),
+    fieldKeys: rule.states.map((aggregation) => (aggregation.field === undefined ? -1 : columns.lookup(aggregation.field))),
+  };
 }
 
 /** A series (one combination of dimension values) met in this batch. */

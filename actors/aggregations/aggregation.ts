@@ -21,6 +21,17 @@ export interface Aggregation<S = unknown> {
   init(): S;
   /** `value` is the rule's value of this event (undefined when the rule has none). */
   add(state: S, value: number | undefined, event: TelemetryEvent): void;
+  /**
+   * Optional, same as `add` for an aggregation that reads nothing of the event but the value:
+   * routers then never build the event as an object (they hold batches in columns).
+   */
+  addValue?(state: S, value: number | undefined): void;
+  /**
+   * Optional, same as `add` for one that reads only `field` of the event: a tag, or `source`
+   * when no tag of that name is set (undefined: neither).
+   */
+  readonly field?: string;
+  addField?(state: S, fieldValue: string | undefined): void;
   /** Merge `from` into `into` and return the result (which may be `into` itself). Must be commutative and associative. */
   merge(into: S, from: S): S;
   result(state: S, window: { sizeMs: number }): ResultValue;

@@ -22,6 +22,7 @@ function quantile(name: string, match: RegExpExecArray): Aggregation<DDSketch> {
     needsValue: true,
     init: () => new DDSketch({ relativeAccuracy: quantileRelativeAccuracy }),
     add: (sketch, value) => sketch.accept(value!),
+    addValue: (sketch, value) => sketch.accept(value!),
     merge: mergeSketches,
     result: (sketch) => (sketch.count === 0 ? null : sketch.getValueAtQuantile(p / 100)),
     encode: (sketch) => sketch.toProto(),
@@ -60,10 +61,8 @@ function histogram(): Aggregation<Map<number, number>> {
     stateKey: "hist",
     needsValue: true,
     init: () => new Map(),
-    add: (buckets, value) => {
-      const bound = upperBound(value!);
-      buckets.set(bound, (buckets.get(bound) ?? 0) + 1);
-    },
+    add: (buckets, value) => addToBucket(buckets, value!),
+    addValue: (buckets, value) => addToBucket(buckets, value!),
     merge: (into, from) => {
       for (const [bound, n] of from) into.set(bound, (into.get(bound) ?? 0) + n);
       return into;
@@ -72,6 +71,11 @@ function histogram(): Aggregation<Map<number, number>> {
     encode: (buckets) => Buffer.from(JSON.stringify([...buckets])),
     decode: (bytes) => new Map(JSON.parse(Buffer.from(bytes).toString()) as [number, number][]),
   };
+}
+
+function addToBucket(buckets: Map<number, number>, value: number): void {
+  const bound = upperBound(value);
+  buckets.set(bound, (buckets.get(bound) ?? 0) + 1);
 }
 
 /** Signed 1-2-5 bucket of `value`: the smallest of ±1, ±2, ±5 × 10^k whose magnitude holds |value|. */
@@ -116,6 +120,10 @@ function distinct(name: string, match: RegExpExecArray): Aggregation<HyperLogLog
       const v = fieldOf(event, field);
       if (v !== undefined) hll.add(v);
     },
+    field,
+    addField: (hll, v) => {
+      if (v !== undefined) hll.add(v);
+    },
     merge: (into, from) => (into.merge(from), into),
     result: (hll) => hll.count(),
     encode: (hll) => hll.encode(),
@@ -135,6 +143,10 @@ function top(name: string, match: RegExpExecArray): Aggregation<SpaceSaving> {
     init: () => new SpaceSaving(capacity),
     add: (summary, _value, event) => {
       const v = fieldOf(event, field);
+      if (v !== undefined) summary.add(v);
+    },
+    field,
+    addField: (summary, v) => {
       if (v !== undefined) summary.add(v);
     },
     merge: (into, from) => (into.merge(from), into),
