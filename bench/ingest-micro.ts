@@ -1,20 +1,20 @@
 // The router's in-process work per event, stage by stage, on the robots protobuf ×1000 workload
 // (no NATS): decode, de-duplicate, route, encode the mailbox messages. Prints ns per event.
-// Run: npx tsc -p tsconfig.json && node dist/bench/ingest-micro.js [batches] [--json] (JSON ×100 instead)
+// Run: npx tsc -p tsconfig.json && node dist/bench/ingest-micro.js [batches] [--json] (JSON ×100 instead) [--rich] (count/avg/p99/distinct/top10)
 import { decodePayloadInto } from "../actors/decode.js";
 import { EventColumns } from "../actors/event-columns.js";
 import { RecentIds } from "../actors/recent-ids.js";
 import { Router } from "../actors/router.js";
 import { parseRule } from "../actors/rules.js";
 import { encodeMailbox } from "../node/mailbox-codec.js";
-import { countAvg, jsonBatch, protoBatch, robotsRule } from "./scenarios/robots.js";
+import { countAvg, jsonBatch, protoBatch, rich, robotsRule } from "./scenarios/robots.js";
 import { buildMessages, fill } from "./workload.js";
 
 const batches = Number(process.argv[2] ?? 2000) * (process.argv.includes("--json") ? 10 : 1);
 const json = process.argv.includes("--json");
 const workload = json ? jsonBatch(10_000) : protoBatch(10_000);
 const messages = buildMessages(workload, "m");
-const rule = parseRule(robotsRule(countAvg, "5s"));
+const rule = parseRule(robotsRule(process.argv.includes("--rich") ? rich : countAvg, "5s"));
 const router = new Router([rule], 32);
 const limits = { maxPayloadBytes: 1 << 20, maxFutureMs: 3_600_000, maxTags: 64, maxValues: 64 };
 const now = Date.now();
