@@ -16,6 +16,9 @@ export function natsConfig(opts: { port: number; storeDir: string; partitions: n
     `host: "${opts.host ?? "127.0.0.1"}"`,
     `port: ${opts.port}`,
     `jetstream { store_dir: "${opts.storeDir}" }`,
+    // A Tally node pulls from ~60 consumers on one connection: room for their pulls in flight
+    // (2 MiB each, batched-consumer.ts) before the server calls it a slow consumer and drops.
+    `max_pending: 268435456`,
     `mappings {\n${mappings}\n}`,
     opts.extra ?? "",
   ].join("\n");
