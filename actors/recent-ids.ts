@@ -26,6 +26,11 @@ export class RecentIds {
   /** During a rebuild: the table being moved into `slots` (read only), and the next slot of it to move. */
   private old?: Slots;
   private moved = 0;
+  /**
+   * The last never-written slot of the old table moved past (-1: none yet). A probe sequence from
+   * a slot at or before it ends before `moved`: its ids are in the new table, if live.
+   */
+  private lastEmpty = -1;
   /** Old slots moved per insert during the rebuild (see `rebuild`). */
   private step = 1;
   /** Slots ever written (live or expired) since the last rebuild: what lengthens probe sequences. */
@@ -76,9 +81,9 @@ export class RecentIds {
     const c = fingerprint[2]!;
     const oldestLive = this.generation - this.generationCount;
     if (this.old) {
-      // Live in the table being moved (moved already or not): seen. Nothing is ever removed from
-      // it, so its probe sequences stay whole.
-      if (find(this.old, a, b, c, oldestLive)) return false;
+      // Live in the table being moved, and not moved yet: seen. Nothing is ever removed from it,
+      // so its probe sequences stay whole.
+      if ((a & this.old.mask) > this.lastEmpty && find(this.old, a, b, c, oldestLive)) return false;
       this.migrate(oldestLive);
     }
     const { words, mask } = this.slots;
@@ -127,6 +132,7 @@ export class RecentIds {
     this.step = Math.max(1, Math.ceil(this.slots.capacity / room));
     this.old = this.slots;
     this.moved = 0;
+    this.lastEmpty = -1;
     this.slots = new Slots(capacity);
     this.written = 0;
   }
@@ -137,6 +143,7 @@ export class RecentIds {
     const { words, mask } = this.slots;
     const end = Math.min(old.capacity, this.moved + step);
     for (let j = 4 * this.moved; j < 4 * end; j += 4) {
+      if (old.words[j] === 0) this.lastEmpty = j >> 2;
       if (old.words[j]! < oldestLive) continue; // never written (0) or expired
       // Not in the new table already: an id live in the old one is never inserted anew.
       let i = old.words[j + 1]! & mask;
