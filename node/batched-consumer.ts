@@ -5,9 +5,6 @@ export interface BatchLoop {
   stop(): Promise<void>;
 }
 
-/** Per pull: room for the largest message (NATS's 1 MiB max payload) with its headers, and then some. */
-export const defaultPullBytes = 2 * 1024 * 1024;
-
 /**
  * Pulls from a consumer and hands over messages in batches: whatever arrived while the previous
  * batch was being handled, up to `maxBatch`. Under load batches grow by themselves; when quiet, a
@@ -21,8 +18,6 @@ export async function consumeInBatches(
   onError: (e: unknown) => void,
   /** At most this many payload bytes per batch (at least one message): what a batch's output grows with. */
   maxBatchBytes?: number,
-  /** At most this many bytes per pull request (see below). */
-  pullBytes = defaultPullBytes,
 ): Promise<BatchLoop> {
   let buffer: JsMsg[] = [];
   let running: Promise<void> | undefined;
@@ -53,12 +48,8 @@ export async function consumeInBatches(
     running = undefined;
   };
 
-  // Pulls are bounded in bytes, not messages: the server pushes a pull's messages as fast as it
-  // can, and past 64 MB buffered for one connection it cuts it off as a slow consumer and drops
-  // them (measured: a node's 32 mailbox consumers pulling 1000 large messages each at high
-  // cardinality). `pullBytes` must hold the largest message (1 MiB payload plus headers).
   const messages: ConsumerMessages = await consumer.consume({
-    max_bytes: pullBytes,
+    max_messages: Math.max(1000, maxBatch),
     callback: (m) => {
       buffer.push(m);
       running ??= drain();

@@ -17,7 +17,7 @@ export function natsConfig(opts: { port: number; storeDir: string; partitions: n
     `port: ${opts.port}`,
     `jetstream { store_dir: "${opts.storeDir}" }`,
     // A Tally node pulls from ~60 consumers on one connection: room for their pulls in flight
-    // (2 MiB each, batched-consumer.ts) before the server calls it a slow consumer and drops.
+    // before the server calls it a slow consumer and drops deliveries (64 MiB by default).
     `max_pending: 268435456`,
     `mappings {\n${mappings}\n}`,
     opts.extra ?? "",
