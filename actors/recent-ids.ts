@@ -15,24 +15,9 @@ import { idFingerprint } from "./id-fingerprint.js";
  * was written in, and a slot older than the horizon is free for reuse. Whole generations expire
  * at once; the table is rebuilt (live slots only) when written slots pass the load limit, so its
  * size follows the ids remembered, and the horizon is honoured to within one generation.
- *
- * The rebuild is incremental: the old table stays (read only) beside the new one, and every
- * insert moves the next few old slots over, so no single event pays for copying the whole table.
- * Done at once, it paused the node's event loop for 1–3 s in the hot-key bench: every router's
- * table (one per partition, all equally loaded) reached the load limit at the same moment.
  */
 export class RecentIds {
   private slots: Slots;
-  /** During a rebuild: the table being moved into `slots` (read only), and the next slot of it to move. */
-  private old?: Slots;
-  private moved = 0;
-  /**
-   * The last never-written slot of the old table moved past (-1: none yet). A probe sequence from
-   * a slot at or before it ends before `moved`: its ids are in the new table, if live.
-   */
-  private lastEmpty = -1;
-  /** Old slots moved per insert during the rebuild (see `rebuild`). */
-  private step = 1;
   /** Slots ever written (live or expired) since the last rebuild: what lengthens probe sequences. */
   private written = 0;
   private generation = 1;
@@ -75,11 +60,6 @@ export class RecentIds {
     const { words, mask } = this.slots;
     let touched = 0;
     for (let i = from; i < to; i++) touched ^= words[4 * (fingerprints[3 * i]! & mask)]!;
-    // During a rebuild a lookup may read the table being moved too.
-    if (this.old) {
-      const old = this.old;
-      for (let i = from; i < to; i++) touched ^= old.words[4 * (fingerprints[3 * i]! & old.mask)]!;
-    }
     this.touched = touched;
   }
 
@@ -107,19 +87,13 @@ export class RecentIds {
 
   /** Bytes the table holds (typed arrays). */
   get bytes(): number {
-    return this.slots.bytes + (this.old?.bytes ?? 0);
+    return this.slots.bytes;
   }
 
   /** Records the fingerprint `a b c` unless it is live already; returns whether it was new. */
   private insert(a: number, b: number, c: number): boolean {
-    const oldestLive = this.generation - this.generationCount;
-    if (this.old) {
-      // Live in the table being moved, and not moved yet: seen. Nothing is ever removed from it,
-      // so its probe sequences stay whole.
-      if ((a & this.old.mask) > this.lastEmpty && find(this.old, a, b, c, oldestLive)) return false;
-      this.migrate(oldestLive);
-    }
     const { words, mask } = this.slots;
+    const oldestLive = this.generation - this.generationCount;
     let reusable = -1;
     let i = a & mask;
     for (let g = words[4 * i]!; g !== 0; i = (i + 1) & mask, g = words[4 * i]!) {
@@ -150,56 +124,31 @@ export class RecentIds {
     this.generationStart += steps * this.generationMs;
   }
 
-  /**
-   * Starts a table sized for the live ids (at most `targetLoad` full); `migrate` moves the live
-   * slots of the current one into it, a few per insert, expired ones dropped.
-   */
+  /** A table sized for the live ids (at most half full), expired slots dropped. */
   private rebuild(): void {
-    // A rebuild still under way: finish it first (`step` below makes that rare).
-    if (this.old) this.migrate(this.generation - this.generationCount, Infinity);
-    const live = this.size;
+    const old = this.slots;
+    const oldestLive = this.generation - this.generationCount;
     let capacity = minCapacity;
-    while (capacity * targetLoad < live + 1) capacity *= 2;
-    // Spread the move over about half the inserts the new table takes before its own rebuild:
-    // as thin as it can be (the work is the same, one random write per live slot and the new
-    // table's first touch of its pages) and still over long before that.
-    const room = Math.max(1, (maxLoad * capacity - live) / 2);
-    this.step = Math.max(1, Math.ceil(this.slots.capacity / room));
-    this.old = this.slots;
-    this.moved = 0;
-    this.lastEmpty = -1;
-    this.slots = new Slots(capacity);
-    this.written = 0;
-  }
-
-  /** Moves the next `step` slots of the old table (the live ones) into the current one. */
-  private migrate(oldestLive: number, step = this.step): void {
-    const old = this.old!;
-    const { words, mask } = this.slots;
-    const end = Math.min(old.capacity, this.moved + step);
-    for (let j = 4 * this.moved; j < 4 * end; j += 4) {
-      const generation = old.words[j]!;
-      if (generation === 0) this.lastEmpty = j >> 2;
+    while (capacity * targetLoad < this.size + 1) capacity *= 2;
+    const next = new Slots(capacity);
+    const { words, mask } = next;
+    let written = 0;
+    const from = old.words;
+    for (let j = 0; j < from.length; j += 4) {
+      const generation = from[j]!;
       // Never written (0: also below `oldestLive` once the first horizon has passed) or expired.
       if (generation === 0 || generation < oldestLive) continue;
-      // Not in the new table already: an id live in the old one is never inserted anew.
-      let i = old.words[j + 1]! & mask;
+      let i = from[j + 1]! & mask;
       while (words[4 * i] !== 0) i = (i + 1) & mask;
-      for (let w = 0; w < 4; w++) words[4 * i + w] = old.words[j + w]!;
-      this.written++;
+      words[4 * i] = generation;
+      words[4 * i + 1] = from[j + 1]!;
+      words[4 * i + 2] = from[j + 2]!;
+      words[4 * i + 3] = from[j + 3]!;
+      written++;
     }
-    this.moved = end;
-    if (end === old.capacity) this.old = undefined;
+    this.slots = next;
+    this.written = written;
   }
-}
-
-/** Whether the fingerprint `a, b, c` is live (written in a generation from `oldestLive` on) in `slots`. */
-function find(slots: Slots, a: number, b: number, c: number, oldestLive: number): boolean {
-  const { words, mask } = slots;
-  for (let i = a & mask, g = words[4 * i]!; g !== 0; i = (i + 1) & mask, g = words[4 * i]!) {
-    if (g >= oldestLive && words[4 * i + 1] === a && words[4 * i + 2] === b && words[4 * i + 3] === c) return true;
-  }
-  return false;
 }
 
 const minCapacity = 1 << 12;
