@@ -100,7 +100,7 @@ export class Router {
    * `partition`: where the batch came from; it picks the sub-actor of a salted series.
    */
   routeColumns(columns: EventColumns, watermark = -Infinity, partition = 0): RoutedBatch {
-    const batch: BatchState = { partials: new Map(), watermark, columns, eventRow: -1 };
+    const batch: BatchState = { partials: new Map(), watermark, columns };
     const plansByKind = this.plansByKind(columns);
     const outcomes = new Uint8Array(columns.length);
     for (let i = 0; i < columns.length; i++) {
@@ -203,7 +203,6 @@ interface BatchState {
   partials: Map<string, WindowPartial>;
   watermark: number;
   columns: EventColumns;
-  eventRow: number;
 }
 
 /** A rule as this batch's dictionary spells it: what it reads, as dictionary indices. */

@@ -10,6 +10,10 @@ const protobufTypes = new Set(["application/protobuf", "application/x-protobuf"]
  */
 export function decodeEventMessage(m: JsMsg, now: number, limits: ValidationLimits): Decoded & { source: string; kind: string } {
   const [, , , source = "", kind = ""] = m.subject.split(".");
-  const protobuf = protobufTypes.has(m.headers?.get("Content-Type") ?? "");
-  return { ...decodePayload(m.data, source, kind, protobuf, now, limits), source, kind };
+  return { ...decodePayload(m.data, source, kind, isProtobuf(m), now, limits), source, kind };
+}
+
+/** Whether a message of the events stream carries a protobuf batch (its Content-Type says so). */
+export function isProtobuf(m: JsMsg): boolean {
+  return protobufTypes.has(m.headers?.get("Content-Type") ?? "");
 }

@@ -9,6 +9,7 @@ import type { PartitionMark } from "../actors/window-shard.js";
 import type { AckedPublisher } from "./acked-publisher.js";
 import { AuditTally } from "./audit.js";
 import { fileRejects, type RejectOrigin } from "./dead-letters.js";
+import { isProtobuf } from "./event-message.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import type { RouterLog } from "./router-log.js";
 import { subjects } from "./streams.js";
@@ -238,12 +239,6 @@ export class PartitionIngest {
     if (columns.length > 0) this.lastEventAt = now;
     this.maxEventTime = maxTs;
   }
-}
-
-const protobufTypes = new Set(["application/protobuf", "application/x-protobuf"]);
-
-function isProtobuf(m: JsMsg): boolean {
-  return protobufTypes.has(m.headers?.get("Content-Type") ?? "");
 }
 
 function addTo(byShard: Map<number, WindowPartial[]>, shard: number, partial: WindowPartial) {
