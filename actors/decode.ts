@@ -89,17 +89,12 @@ export function decodePayloadInto(
 
 /** `checkEvent` of a row read from a protobuf batch (its values are numbers already). */
 function checkRow(columns: EventColumns, row: number, now: number, limits: ValidationLimits): Problem | undefined {
-  if (columns.idEnd[row] === columns.idStart[row]) return { reason: "missing_id", detail: "event without an id" };
-  const ts = columns.ts[row]!;
-  if (ts > now + limits.maxFutureMs) {
-    return { reason: "future_ts", detail: `ts ${new Date(ts).toISOString()} is more than ${limits.maxFutureMs} ms ahead of the node clock` };
-  }
-  if (columns.tagEnd[row]! - columns.tagsStart(row) > limits.maxTags) return { reason: "too_many_tags", detail: `more than ${limits.maxTags} tags` };
   const start = columns.valuesStart(row);
   const end = columns.valueEnd[row]!;
-  for (let v = start; v < end; v++) if (!Number.isFinite(columns.value[v]!)) return { reason: "bad_values", detail: "values must be finite numbers" };
-  if (end - start > limits.maxValues) return { reason: "bad_values", detail: `more than ${limits.maxValues} values` };
-  return undefined;
+  let finite = true;
+  for (let v = start; v < end && finite; v++) finite = Number.isFinite(columns.value[v]!);
+  const tags = columns.tagEnd[row]! - columns.tagsStart(row);
+  return checkLimits(columns.idEnd[row] !== columns.idStart[row], columns.ts[row]!, tags, end - start, finite, now, limits);
 }
 
 function decodeProtobuf(payload: Uint8Array, source: string, kind: string, now: number, limits: ValidationLimits): Decoded {
@@ -162,18 +157,25 @@ export function validateEvent(
 
 /** Limits that apply whatever the encoding. Counts without `Object.keys` (no arrays per event). */
 function checkEvent(event: TelemetryEvent, now: number, limits: ValidationLimits): Problem | undefined {
-  if (!event.id) return { reason: "missing_id", detail: "event without an id" };
-  if (event.ts > now + limits.maxFutureMs) {
-    return { reason: "future_ts", detail: `ts ${new Date(event.ts).toISOString()} is more than ${limits.maxFutureMs} ms ahead of the node clock` };
-  }
   let tags = 0;
   for (const _ in event.tags) tags++;
-  if (tags > limits.maxTags) return { reason: "too_many_tags", detail: `more than ${limits.maxTags} tags` };
   let values = 0;
+  let finite = true;
   for (const name in event.values) {
-    if (!Number.isFinite(event.values[name])) return { reason: "bad_values", detail: "values must be finite numbers" };
+    finite &&= Number.isFinite(event.values[name]);
     values++;
   }
+  return checkLimits(Boolean(event.id), event.ts, tags, values, finite, now, limits);
+}
+
+/** The limits, in the order they are reported, on what an event's encoding counted. */
+function checkLimits(hasId: boolean, ts: number, tags: number, values: number, finite: boolean, now: number, limits: ValidationLimits): Problem | undefined {
+  if (!hasId) return { reason: "missing_id", detail: "event without an id" };
+  if (ts > now + limits.maxFutureMs) {
+    return { reason: "future_ts", detail: `ts ${new Date(ts).toISOString()} is more than ${limits.maxFutureMs} ms ahead of the node clock` };
+  }
+  if (tags > limits.maxTags) return { reason: "too_many_tags", detail: `more than ${limits.maxTags} tags` };
+  if (!finite) return { reason: "bad_values", detail: "values must be finite numbers" };
   if (values > limits.maxValues) return { reason: "bad_values", detail: `more than ${limits.maxValues} values` };
   return undefined;
 }

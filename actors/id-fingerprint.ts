@@ -26,31 +26,15 @@ export function idFingerprintOfBytes(bytes: Uint8Array, start: number, end: numb
   return out;
 }
 
-/** The fingerprint of `id`'s UTF-8 bytes (ASCII ids, the usual case, without encoding them). */
+/** The fingerprint of `id`'s UTF-8 bytes, encoded into a reused buffer (ids are short). */
 export function idFingerprint(id: string): Uint32Array {
-  let a = 0x811c9dc5 ^ id.length;
-  let b = 0x9747b28c;
-  let c = 0x165667b1 + id.length;
-  for (let i = 0; i < id.length; i++) {
-    const unit = id.charCodeAt(i);
-    if (unit > 0x7f) {
-      const bytes = utf8.encode(id);
-      return idFingerprintOfBytes(bytes, 0, bytes.length);
-    }
-    a = Math.imul(a ^ unit, 0x01000193);
-    let k = Math.imul(unit, 0xcc9e2d51);
-    k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
-    b ^= k;
-    b = (Math.imul((b << 13) | (b >>> 19), 5) + 0xe6546b64) | 0;
-    c = (c + Math.imul(unit, 0x27d4eb2f)) | 0;
-    c = Math.imul((c << 11) | (c >>> 21), 0x9e3779b1);
-  }
-  out[0] = fmix32(a);
-  out[1] = fmix32(b ^ id.length);
-  out[2] = fmix32(c);
-  return out;
+  const { read, written } = utf8.encodeInto(id, scratch);
+  if (read === id.length) return idFingerprintOfBytes(scratch, 0, written);
+  const bytes = utf8.encode(id);
+  return idFingerprintOfBytes(bytes, 0, bytes.length);
 }
 
+const scratch = new Uint8Array(1024);
 const out = new Uint32Array(3);
 const utf8 = new TextEncoder();
 

@@ -17,13 +17,18 @@ export type EventBatchColumns = Omit<EventBatch, "$typeName" | "ts"> & {
   ts: (number | bigint)[];
 };
 
-/** A growable column of unsigned 32-bit numbers, reused batch after batch (no garbage per batch). */
-export class UintColumn {
-  data = new Uint32Array(1024);
+/** A growable column of numbers in a typed array, reused batch after batch (no garbage per batch). */
+export class Column<T extends Uint32Array | Float64Array> {
   length = 0;
 
+  constructor(public data: T) {}
+
   push(value: number): void {
-    if (this.length === this.data.length) this.data = grow(this.data);
+    if (this.length === this.data.length) {
+      const next = new (this.data.constructor as new (n: number) => T)(2 * this.data.length);
+      next.set(this.data);
+      this.data = next;
+    }
     this.data[this.length++] = value;
   }
 
@@ -32,26 +37,8 @@ export class UintColumn {
   }
 }
 
-/** A growable column of doubles, reused batch after batch. */
-export class FloatColumn {
-  data = new Float64Array(1024);
-  length = 0;
-
-  push(value: number): void {
-    if (this.length === this.data.length) this.data = grow(this.data);
-    this.data[this.length++] = value;
-  }
-
-  toArray(): number[] {
-    return Array.from(this.data.subarray(0, this.length));
-  }
-}
-
-function grow<T extends Uint32Array | Float64Array>(data: T): T {
-  const next = new (data.constructor as new (n: number) => T)(2 * data.length);
-  next.set(data);
-  return next;
-}
+export type UintColumn = Column<Uint32Array>;
+export type FloatColumn = Column<Float64Array>;
 
 /**
  * A batch's columns as a router reads them: ids, sources and kinds left in the bytes as
@@ -73,8 +60,9 @@ export interface EventBatchScan {
 }
 
 export function emptyScan(): EventBatchScan {
-  const u = () => new UintColumn();
-  return { ids: u(), ts: new FloatColumn(), tsBig: new Map(), sources: u(), kinds: u(), dict: [], tagCounts: u(), tags: u(), valueCounts: u(), valueNames: u(), values: new FloatColumn() };
+  const u = (): UintColumn => new Column(new Uint32Array(1024));
+  const f = (): FloatColumn => new Column(new Float64Array(1024));
+  return { ids: u(), ts: f(), tsBig: new Map(), sources: u(), kinds: u(), dict: [], tagCounts: u(), tags: u(), valueCounts: u(), valueNames: u(), values: f() };
 }
 
 /** Throws an Error whose message says what is wrong with the bytes. */
