@@ -30,6 +30,19 @@ export function parseActorKey(key: string): ActorKeyParts {
   return parts;
 }
 
+/** A window actor key's start, without taking the rest apart (a window asks for it at every result). */
+export function startOfKey(key: string): number {
+  const a = key.indexOf("\t");
+  const b = key.indexOf("\t", a + 1);
+  return Number(key.slice(b + 1, key.indexOf("\t", b + 1)));
+}
+
+/** A salted sub-window key's salt, if it is one (JSON escapes a tab, so only a salt follows "\t#"). */
+export function saltOfKey(key: string): number | undefined {
+  const at = key.indexOf("\t#");
+  return at < 0 ? undefined : Number(key.slice(at + 2));
+}
+
 /** The key of sub-actor `salt` of a hot series' window `key`. */
 export function saltedKey(key: string, salt: number): string {
   return `${key}\t#${salt}`;

@@ -6,14 +6,17 @@ export class EventTimeTimers {
   private readonly byTime = new Map<number, Set<string>>();
   private times: number[] = [];
 
-  add(time: number, key: string): void {
+  /** Registers `key` at `time`; false if it already was. */
+  add(time: number, key: string): boolean {
     let keys = this.byTime.get(time);
     if (!keys) {
       keys = new Set();
       this.byTime.set(time, keys);
       this.times.splice(sortedIndex(this.times, time), 0, time);
     }
+    if (keys.has(key)) return false;
     keys.add(key);
+    return true;
   }
 
   *due(watermark: number): Iterable<string> {

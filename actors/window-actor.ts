@@ -1,7 +1,7 @@
 import type { Actor, ActorContext, ActorKind } from "../runtime/actor.js";
 import { aggValues, emptyAgg, isBasicAggregate, mergeAgg, type BasicAgg } from "./aggregates.js";
 import { resolveAggregation, type ResultValue } from "./aggregations/aggregation.js";
-import { actorKey, parseActorKey, unsaltedKey } from "./actor-keys.js";
+import { actorKey, parseActorKey, saltOfKey, startOfKey, unsaltedKey } from "./actor-keys.js";
 import { parentWindow } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import type { MetricRule } from "./rules.js";
@@ -87,12 +87,12 @@ export class WindowActor implements Actor<WindowMessage> {
     private state: WindowState | undefined,
     private readonly env: WindowActorEnv,
   ) {
-    this.salt = parseActorKey(key).salt;
+    this.salt = saltOfKey(key);
   }
 
   /** Where the window starts: its key says (not kept in its state, see WindowState). */
   private get start(): number {
-    return parseActorKey(this.key).start;
+    return startOfKey(this.key);
   }
 
   private get end(): number {

@@ -104,30 +104,36 @@ export class WindowShard {
   }
 
   private applyHere(partial: WindowPartial): void {
-    this.schedule(partial.key, partial.end, true);
-    this.actors.send(partial.key, { type: "partial", partial, watermark: this.current });
+    const fresh = this.schedule(partial.key, partial.end, true);
+    this.actors.send(partial.key, { type: "partial", partial, watermark: this.current }, fresh);
   }
 
   /**
    * Registers the event-time timers of a window and of the rollup windows above it: a rollup
    * window's state only arrives when a finer window finalizes, but its timers start with its
-   * first base partial. Also rebuilds them after a restart (`restoreWindow`).
+   * first base partial. Also rebuilds them after a restart (`restoreWindow`). Returns whether
+   * the window is new here (see `timers`).
    */
-  schedule(key: string, end: number, open: boolean): void {
+  schedule(key: string, end: number, open: boolean): boolean {
     const { metric, window, start, dimsId, salt } = parseActorKey(key);
     const rule = this.timing(metric);
-    this.timers(key, end, open, rule, rollupLevel(rule, window));
+    const fresh = this.timers(key, end, open, rule, rollupLevel(rule, window));
     // A salted sub-actor hands its share to its window, which rolls up: it has no rollups of its own.
     if (salt !== undefined) {
       if (open) this.subs.add(key);
-      return;
+      return fresh;
     }
     for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
       this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id));
     }
+    return fresh;
   }
 
-  /** A window found in the stored state after a restart: its timers, and its series as admitted. */
+  /**
+   * A window found in the stored state after a restart: its timers, and its series as admitted.
+   * Every stored window must be restored before partials are applied: a window the shard does
+   * not know is taken for new, and its actor starts empty (`timers`).
+   */
   restoreWindow(key: string, end: number, open: boolean): void {
     this.schedule(key, end, open);
     const { metric, dimsId } = parseActorKey(key);
@@ -136,10 +142,18 @@ export class WindowShard {
     this.admission.restore(this.windowsOf(key, end, rule), dimsId);
   }
 
-  private timers(key: string, end: number, open: boolean, rule: WindowTiming, level: number): void {
-    const { latenessMs, horizonMs } = rule;
+  /**
+   * Returns true for a window this shard never had state for, so its actor needs no store read.
+   * Every window with state has a purge timer (from its first partial, or from `restoreWindow`
+   * after a restart) until it is purged; and while its close is ahead of the watermark its purge
+   * time is always the same (`purgeAt`), so a key missing there is a key never seen. Past its
+   * close the purge time depends on the watermark, and the answer is a safe false.
+   */
+  private timers(key: string, end: number, open: boolean, rule: WindowTiming, level: number): boolean {
+    const { latenessMs } = rule;
     if (open && end + latenessMs > this.current) (this.fires[level] ??= new EventTimeTimers()).add(end + latenessMs, key);
-    this.purges.add(this.purgeAt(end, rule), key);
+    const added = this.purges.add(this.purgeAt(end, rule), key);
+    return added && this.current <= end + latenessMs;
   }
 
   /** A window created long after its time (by a backfill) is kept a horizon from its creation. */

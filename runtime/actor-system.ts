@@ -123,9 +123,18 @@ export class ActorSystem<M> {
     this.prefix = options.prefix ?? `actor/${kind.name}/`;
   }
 
-  /** Queue `message` for the actor `key`, activating it if needed. Never blocks. */
-  send(key: string, message: M): void {
-    const activation = this.activations.get(key) ?? this.activate(key);
+  /**
+   * Queue `message` for the actor `key`, activating it if needed. Never blocks. `fresh`: the
+   * caller knows this actor has never been checkpointed (it keeps track of the keys it created),
+   * so an activation starts empty without reading the store: one RocksDB read less per new actor,
+   * which is most of what a new window costs when hundreds of thousands open every minute.
+   */
+  send(key: string, message: M, fresh = false): void {
+    let activation = this.activations.get(key);
+    if (!activation) {
+      activation = this.activate(key);
+      if (fresh && !this.unsaved.has(key) && !this.saving?.has(key)) activation.actor = this.kind.create(key, undefined);
+    }
     (activation.queue ??= []).push(message);
     this.pending++;
     if (!activation.running) void this.drain(activation);

@@ -207,3 +207,39 @@ test("a shard drops a replayed router batch, and its watermark and applied batch
   const final = emitted.find((r) => r.status === "final")!;
   assert.equal(final.eventCount, 2);
 });
+
+test("a shard reads a window's stored state only for windows it may have stored: new ones start empty, restored ones are read", async () => {
+  const rules = parseRules("metrics: [{name: m, kind: k, groupBy: [d], window: 1m, lateness: 0s}]");
+  const store = new MemoryStateStore();
+  let reads = 0;
+  const counted = Object.assign(Object.create(store) as MemoryStateStore, {
+    get: (key: string) => {
+      reads++;
+      return store.get(key);
+    },
+  });
+  const event = (id: string, d: string) => ({ id, ts: t0 + 1_000, source: "s", kind: "k", tags: { d }, values: {} });
+  const start = () => {
+    const emitted: WindowResult[] = [];
+    const system = new ActorSystem<WindowMessage>(windowActorKind({ rule: () => rules[0], emit: (r) => emitted.push(r), emitIntervalMs: 0, now: () => 0 }), counted);
+    return { emitted, system, shard: new WindowShard(0, system, () => ({ latenessMs: 0, horizonMs: minute })) };
+  };
+  const router = new Router(rules, 1);
+  const first = start();
+  first.shard.applyBatch("0", 1, router.route([event("a", "x"), event("b", "y")]).byShard.get(0)!);
+  await first.system.checkpoint();
+  assert.equal(reads, 0, "two new windows: nothing to read");
+
+  // A restart: the stored windows are restored first (as a hosted shard does), then more partials.
+  const second = start();
+  for await (const [key, bytes] of second.system.storedStates()) {
+    const state = JSON.parse(Buffer.from(bytes).toString()) as { end: number; status: string };
+    second.shard.restoreWindow(key, state.end, state.status === "open");
+  }
+  second.shard.applyBatch("0", 2, router.route([event("c", "x"), event("d", "z")]).byShard.get(0)!);
+  await second.shard.mark(0, { watermark: t0 + minute, idle: false });
+  await second.system.idle();
+  assert.equal(reads, 2, "the stored windows are read (x for its partial, y to go final), the new window z is not");
+  const finals = new Map(second.emitted.filter((r) => r.status === "final").map((r) => [r.dims.d, r.eventCount]));
+  assert.deepEqual(Object.fromEntries(finals), { x: 2, y: 1, z: 1 });
+});
