@@ -237,11 +237,12 @@ export interface NodeUnderTest {
 /**
  * `node --cpu-prof bin/tally.js node …`: NODE_OPTIONS may not carry --cpu-prof, so this spawns it
  * directly. The profile is written into `profileDir` when the node exits (on SIGTERM it stops cleanly).
+ * `TALLY_PROFILE=heap`: an allocation profile instead (`--heap-prof`, a `.heapprofile`).
  */
 async function startProfiledNode(args: string[], profileDir: string): Promise<NodeUnderTest> {
   const port = await freePort();
   const child = track(
-    spawn(process.execPath, ["--cpu-prof", "--cpu-prof-dir", profileDir, join(repoRoot, "bin", "tally.js"), "node", ...args, "--http", String(port)], {
+    spawn(process.execPath, [...(process.env.TALLY_PROFILE === "heap" ? ["--heap-prof", "--heap-prof-dir"] : ["--cpu-prof", "--cpu-prof-dir"]), profileDir, join(repoRoot, "bin", "tally.js"), "node", ...args, "--http", String(port)], {
       cwd: repoRoot,
       stdio: ["ignore", "ignore", "inherit"],
     }),

@@ -34,6 +34,15 @@ export class PublishRefused extends Error {
  * and 2.7% of a saturated node's CPU in `RequestError` alone. Here a publish costs a header, a map
  * entry and a promise; one timer a second fails the publishes whose ack is overdue.
  */
+/**
+ * How long a JetStream publish waits for its ack before it counts as failed (which makes its
+ * shard or partition recover: crash-only). Not nats.js's 5 s: a saturated node handles acks late
+ * (they queue behind the work it is doing), and at 5 s its components recovered over and over,
+ * each recovery replaying work and adding load: fewer events/s, not more safety. A publish that
+ * really is lost still fails, 30 s later.
+ */
+export const ackTimeoutMs = 30_000;
+
 export class AckedPublisher {
   private readonly inbox = createInbox();
   private readonly subscription: Subscription;
@@ -43,7 +52,7 @@ export class AckedPublisher {
 
   constructor(
     private readonly nc: NatsConnection,
-    private readonly timeoutMs = 5_000,
+    private readonly timeoutMs = ackTimeoutMs,
   ) {
     this.subscription = nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.settle(msg) });
     this.sweeper = setInterval(() => this.expire(), Math.min(1_000, timeoutMs)).unref();

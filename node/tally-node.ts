@@ -22,7 +22,7 @@ import { LiveResults, liveResultsDefaults } from "./live-results.js";
 import { dropResultsBefore, ResultsStore, type EpochSeen, type ResultQuery } from "./results-store.js";
 import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
 import { RouterLog } from "./router-log.js";
-import { AckedPublisher } from "./acked-publisher.js";
+import { AckedPublisher, ackTimeoutMs } from "./acked-publisher.js";
 import { RulesStore } from "./rules-store.js";
 import { ShardHost } from "./shard-host.js";
 import { ShardStateLog } from "./shard-state-log.js";
@@ -184,7 +184,7 @@ export class TallyNode {
     // noAsyncTraces: nats.js otherwise builds two Error objects (for their stacks) per request and
     // JetStream publish, a tenth of the node's CPU under many small publishes (bench/README.md).
     this.nc = await connect({ servers: this.options.natsUrl.split(","), name: `tally-${this.id}`, maxReconnectAttempts: -1, noAsyncTraces: true });
-    this.js = jetstream(this.nc);
+    this.js = jetstream(this.nc, { timeout: ackTimeoutMs });
     this.publisher = new AckedPublisher(this.nc);
     const jsm = (this.jsm = await ensureStreams(this.nc, {
       eventRetentionMs: s.eventRetentionMs,
@@ -204,7 +204,9 @@ export class TallyNode {
       flushMs: provisionalFlushMs,
       maxBytes: provisionalBatchChars,
       subjectOf: (result) => subjects.results(result.metric, result.window),
-      publish: (subject, body) => this.nc.publish(subject, body),
+      // On the live connection, which does not hear its own messages: this node takes its own
+      // provisional results straight into its view (publishResult), without parsing them back.
+      publish: (subject, body) => this.liveNc!.publish(subject, body),
     });
     const router = new Router([], s.shards);
     this.rulesStore = await RulesStore.open(this.nc, s.replicas);
@@ -230,13 +232,15 @@ export class TallyNode {
       (series) => router.setHotSeries(series),
     );
 
-    // Results first, so nothing emitted below is missed by this node's view: provisional ones as
-    // they are published (core NATS, own connection), the rest through the results stream.
+    // Results first, so nothing emitted below is missed by this node's view: other nodes'
+    // provisional ones as they are published (core NATS, own connection; this node's own go into
+    // its view directly), the rest through the results stream.
     this.liveNc = await connect({
       servers: this.options.natsUrl.split(","),
       name: `tally-${this.id}-live`,
       maxReconnectAttempts: -1,
       noAsyncTraces: true,
+      noEcho: true,
     });
     this.liveNc.subscribe("results.>", { callback: (e, m) => void (e ?? this.takeLive(m.data)) });
     await this.liveNc.flush();
@@ -298,6 +302,7 @@ export class TallyNode {
     this.provisional.flush();
     for (const consumer of this.tracked.reverse()) await consumer.stop();
     this.publisher.close();
+    await this.liveNc?.flush().catch(() => undefined);
     await this.liveNc?.close();
     await this.nc.drain();
     await this.store.close();
@@ -510,6 +515,7 @@ export class TallyNode {
   private publishResult(result: WindowResult): Promise<unknown> {
     try {
       if (result.status === "provisional") {
+        if (this.live.offer(result)) this.notify(result);
         this.provisional.add(result);
         return Promise.resolve();
       }
