@@ -24,8 +24,11 @@ export interface HostedShardSettings {
   compactAfterBytes: number;
 }
 
-/** Where a shard's results go. Resolves once the result is durably stored (JetStream acked it). */
-export type ResultSink = (result: WindowResult) => Promise<unknown>;
+/**
+ * Where a shard's results go. Returns a promise that resolves once the result is durably stored
+ * (JetStream acked it), or nothing for a result nobody waits for (provisional ones).
+ */
+export type ResultSink = (result: WindowResult) => Promise<unknown> | void;
 
 export interface ShardDeps {
   js: JetStreamClient;
@@ -332,8 +335,12 @@ export class HostedShard {
     }
   }
 
+  /** `result` is the actor's own new object: stamped in place rather than copied (one object per window change). */
   private emit(result: WindowResult): void {
-    this.track(this.deps.sink({ ...result, shard: this.id, epoch: this.epoch }));
+    result.shard = this.id;
+    result.epoch = this.epoch;
+    const stored = this.deps.sink(result);
+    if (stored) this.track(stored);
   }
 
   /** An output in flight: the next checkpoint waits until it is stored; a failure fails the shard. */

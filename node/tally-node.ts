@@ -512,18 +512,21 @@ export class TallyNode {
    * one message (and one ack) per changed window every emit interval was what a node with many
    * active windows spent its time on.
    */
-  private publishResult(result: WindowResult): Promise<unknown> {
+  private publishResult(result: WindowResult): Promise<unknown> | undefined {
     try {
       if (result.status === "provisional") {
         if (this.live.offer(result)) this.notify(result);
         this.provisional.add(result);
-        return Promise.resolve();
+        return;
       }
       this.provisional.supersede(result);
     } catch (e) {
       return Promise.reject(e); // a closed connection: the shard fails and recovers, as for a final
     }
-    return this.js.publish(subjects.results(result.metric, result.window), JSON.stringify(result), { msgID: resultId(result) });
+    // Through the acked publisher, not js.publish: when a minute closes, every window of it goes
+    // final at once (200k publishes for 200k series), and js.publish's request per message made
+    // that burst seconds long.
+    return this.publisher.publish(subjects.results(result.metric, result.window), JSON.stringify(result), { msgID: resultId(result) });
   }
 
   /**
