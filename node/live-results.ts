@@ -107,6 +107,20 @@ export class LiveResults {
   }
 
   /**
+   * A provisional result read back from the results stream at start (`live-warmup.ts`): as
+   * `offer`, except that the entry held wins a tie. It was heard live since, so it is at least
+   * as recent; and a tie is the same count, so the same value, perhaps under an older watermark.
+   */
+  warm(result: WindowResult): boolean {
+    const held = this.bySeries.get(seriesId(result.metric, result.window))?.get(result.key);
+    if (held && !isNewer(result, held)) {
+      this.refused++;
+      return false;
+    }
+    return this.offer(result);
+  }
+
+  /**
    * A final or corrected result went through the results store (stored, or refused as older
    * than what it holds): the window's provisional entry is done, and a provisional result of it
    * arriving from now on is stale.

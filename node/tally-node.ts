@@ -17,8 +17,9 @@ import { HotKeyJudge } from "./hot-key-judge.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import type { IngestCounters } from "./partition-ingest.js";
 import { PartitionHost } from "./partition-host.js";
-import { ProvisionalBatcher, resultsOf } from "./provisional-batcher.js";
+import { ProvisionalBatcher } from "./provisional-batcher.js";
 import { LiveResults, liveResultsDefaults } from "./live-results.js";
+import { warmLiveResults, warmupSpanMs } from "./live-warmup.js";
 import { dropResultsBefore, ResultsStore, type EpochSeen, type ResultQuery } from "./results-store.js";
 import { defaultRetention, expiredRanges, type RetentionPolicy } from "./retention.js";
 import { RouterLog } from "./router-log.js";
@@ -245,6 +246,7 @@ export class TallyNode {
     this.liveNc.subscribe("results.>", { callback: (e, m) => void (e ?? this.takeLive(m.data)) });
     await this.liveNc.flush();
     this.liveFromSeq = (await jsm.streams.info(streams.results)).state.last_seq;
+    const warmed = this.warmLive(log);
     this.sweepTimer = setInterval(() => this.live.sweep(), liveSweepMs);
     await this.startTracked(`results-${this.id}`, streams.results, "results.>", (batch) => this.storeResults(batch));
 
@@ -276,6 +278,7 @@ export class TallyNode {
       async () => (await this.membership!.members()).map((m) => ({ id: m.id, leaving: m.leaving })),
       { intervalMs: s.rebalanceIntervalMs, maxMovesPerRound: s.maxMovesPerRound, log },
     );
+    await warmed; // before this node's shards take new epochs (see warmLiveResults)
     await this.controller.start();
     this.watermarkTimer = setInterval(() => void this.sendWatermarks(), s.watermarkIntervalMs);
     this.retentionTimer = setInterval(() => void this.enforceRetention(), s.retentionSweepMs);
@@ -530,6 +533,24 @@ export class TallyNode {
   }
 
   /**
+   * The provisional results of windows still open, from the results stream's recent past (README,
+   * "Where a node keeps results"). A failure only costs those windows until their next result.
+   */
+  private async warmLive(log: (message: string) => void): Promise<void> {
+    try {
+      const r = await warmLiveResults(this.js, this.jsm, this.live, {
+        sinceMs: Date.now() - warmupSpanMs(this.known.values()),
+        untilSeq: this.liveFromSeq,
+        maxBytes: warmupMaxBytes,
+        timeoutMs: warmupTimeoutMs,
+      });
+      if (r.messages > 0) log(`live view warmed: ${r.taken} open windows from ${r.results} provisional results, ${r.messages} messages (${(r.bytes / 2 ** 20).toFixed(1)} MiB) in ${r.ms} ms${r.truncated ? ", cut short" : ""}`);
+    } catch (e) {
+      log(`live view warm-up failed: ${(e as Error).message}`);
+    }
+  }
+
+  /**
    * A message on a results subject, as published (the live subscription): a batch of provisional
    * results goes into the in-memory view and to subscribers at once, before and without any
    * RocksDB work. Finals and corrections (single objects) are left to the results consumer.
@@ -553,21 +574,13 @@ export class TallyNode {
    * The results consumer: final and corrected results into RocksDB, in stream order, then to
    * subscribers. A batch of provisional results is not stored: only its shard epochs are taken
    * (they fence older epochs' finals, as before), found without parsing it; the live subscription
-   * handles its results, except for batches published before it began (a restart), which warm
-   * the view here (no subscriber is told: they are old news).
+   * handles its results, and `warmLive` those published before it began.
    */
   private async storeResults(batch: JsMsg[]): Promise<void> {
     const items: (WindowResult | EpochSeen)[] = [];
     for (const m of batch) {
       if (m.data[0] === 0x5b) {
-        if (m.seq > this.liveFromSeq) {
-          items.push(...epochsIn(m.string()));
-          continue;
-        }
-        for (const result of resultsOf(m.string())) {
-          this.live.offer(result);
-          if (result.shard !== undefined && result.epoch !== undefined) items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
-        }
+        items.push(...epochsIn(m.string()));
         continue;
       }
       const result = JSON.parse(m.string()) as WindowResult;
@@ -595,6 +608,14 @@ const textDecoder = new TextDecoder();
 
 /** How often the live view drops windows long closed without a final (`LiveResults.sweep`). */
 const liveSweepMs = 5_000;
+
+/**
+ * The most of the results stream a start reads back into the live view (the newest part of the
+ * span): read and parsed at ~70 MiB/s here (`bench/live-warmup.ts`), so ≤ ~4 s before the node's
+ * shards start (README, "Where a node keeps results").
+ */
+const warmupMaxBytes = 256 * 2 ** 20;
+const warmupTimeoutMs = 30_000;
 
 /**
  * The shard epochs in a batch of provisional results, without parsing it: every result ends

@@ -194,9 +194,10 @@ test("kill -9 twice and a NATS restart under late, duplicated, reordered load: e
   assert.deepEqual(revisionConflicts(await readStream(nc, streams.results)), []);
 
   // The audit reconciles: accepted = aggregated + unmatched + duplicates + dlq, over all minutes.
-  // Awaited until its last minutes are final: an open window's provisional result lives in memory
-  // only, so right after the last restart a minute that has not changed since is not in queries
-  // yet (README, Limits); its final, stored, is.
+  // Awaited, up to its last minutes' finals: a start reads open windows' provisional results back
+  // from the results stream (README, "Where a node keeps results"), but a kill -9 between a
+  // window's change and its provisional result going out (throttled, not awaited by the
+  // checkpoint) leaves an older one there, until the window's next change or its final.
   let audit = await fetchAudit(node.url, range.from, range.to);
   for (const deadline = Date.now() + 150_000; audit.accepted !== sent.accepted && Date.now() < deadline; ) {
     await new Promise((r) => setTimeout(r, 500));

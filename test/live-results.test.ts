@@ -111,7 +111,8 @@ test("provisional results reach WebSocket subscribers and queries from memory, n
   sub.ws.close();
   all.ws.close();
 
-  // A restart keeps the finals (RocksDB); the open window is back with its next provisional result.
+  // A restart keeps the finals (RocksDB) and reads the open window's provisional result back from
+  // the results stream (node/live-warmup.ts); its next one replaces it as before.
   await node.stop();
   running = await start();
   assert.deepEqual(
@@ -121,6 +122,7 @@ test("provisional results reach WebSocket subscribers and queries from memory, n
       ["b", "final", 2],
     ],
   );
+  assert.deepEqual((await running.node.query(tick)).map((p) => [p.dims.device, p.status, p.eventCount]), [["tick", "provisional", 1]]);
   const again = await subscribe(running.http.port, "metric=devices&where=device:tick");
   await running.node.publishEvents([event("tick2", t + 31_000, "tick")]);
   const tickPoint = await again.next((m) => m.point?.status === "provisional" && m.point.eventCount === 2);
