@@ -6,6 +6,7 @@ import { parentWindow } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import type { MetricRule } from "./rules.js";
 import type { ResultStatus, WindowIdentity, WindowResult } from "./window-result.js";
+import { decodeWindowSnapshot, encodeWindowSnapshot } from "./window-snapshot.js";
 import { windowSizeMs } from "./windows.js";
 
 export type WindowMessage =
@@ -234,9 +235,8 @@ export class WindowActor implements Actor<WindowMessage> {
 
   snapshot(): Uint8Array | undefined {
     if (!this.state) return undefined;
-    const { metric, window, agg, states, ...rest } = this.state;
-    const stored = { metric, window, start: this.start, end: this.end, ...rest, agg: agg.count ? agg : { count: 0, sum: 0 }, states: encodeStates(states ?? {}) };
-    return Buffer.from(JSON.stringify(stored));
+    const { states, ...rest } = this.state;
+    return encodeWindowSnapshot({ ...rest, start: this.start, end: this.end, states: states && encodeStates(states) });
   }
 
   private onPartial(partial: WindowPartial, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {
@@ -350,24 +350,14 @@ export function windowActorKind(env: WindowActorEnv): ActorKind<WindowMessage> {
   };
 }
 
-/** What a restarted shard needs to know of a stored window to re-register its event-time timers. */
-export function storedWindowTimes(bytes: Uint8Array): { end: number; open: boolean } {
-  const state = JSON.parse(Buffer.from(bytes).toString()) as WindowState & WindowIdentity;
-  return { end: state.end, open: state.status === "open" };
-}
+export { storedWindowTimes } from "./window-snapshot.js";
 
 function decodeWindow(bytes: Uint8Array): WindowState {
   // Its start and end come from its key (`WindowActor.start`, `end`).
-  const { start: _start, end: _end, ...s } = JSON.parse(Buffer.from(bytes).toString()) as WindowState &
-    WindowIdentity & { agg: Partial<BasicAgg>; states?: Record<string, string> };
-  const agg = emptyAgg();
-  agg.count = s.agg.count ?? 0;
-  agg.sum = s.agg.sum ?? 0;
-  if (typeof s.agg.min === "number") agg.min = s.agg.min;
-  if (typeof s.agg.max === "number") agg.max = s.agg.max;
+  const { start: _start, end: _end, states: encoded, ...s } = decodeWindowSnapshot(bytes);
   let states: Record<string, unknown> | undefined;
-  for (const [stateKey, encoded] of Object.entries(s.states ?? {})) (states ??= {})[stateKey] = decodeState(resolveAggregation(stateKey), encoded);
-  return { ...s, agg, states };
+  for (const [stateKey, state] of Object.entries(encoded ?? {})) (states ??= {})[stateKey] = decodeState(resolveAggregation(stateKey), state);
+  return { ...s, states } as WindowState;
 }
 
 /**

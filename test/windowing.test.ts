@@ -6,7 +6,7 @@ import { defaultLimits, type TelemetryEvent } from "../actors/event.js";
 import { RecentIds } from "../actors/recent-ids.js";
 import { Router } from "../actors/router.js";
 import { parseRules } from "../actors/rules.js";
-import { windowActorKind, type WindowMessage } from "../actors/window-actor.js";
+import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { purgeMarginMs, WindowShard } from "../actors/window-shard.js";
 import { makeWindow, parseWindow, windowStarts } from "../actors/windows.js";
@@ -233,8 +233,8 @@ test("a shard reads a window's stored state only for windows it may have stored:
   // A restart: the stored windows are restored first (as a hosted shard does), then more partials.
   const second = start();
   for await (const [key, bytes] of second.system.storedStates()) {
-    const state = JSON.parse(Buffer.from(bytes).toString()) as { end: number; status: string };
-    second.shard.restoreWindow(key, state.end, state.status === "open");
+    const { end, open } = storedWindowTimes(bytes);
+    second.shard.restoreWindow(key, end, open);
   }
   second.shard.applyBatch("0", 2, router.route([event("c", "x"), event("d", "z")]).byShard.get(0)!);
   await second.shard.mark(0, { watermark: t0 + minute, idle: false });

@@ -1,0 +1,85 @@
+import type { BasicAgg } from "./aggregates.js";
+import type { ResultStatus } from "./window-result.js";
+
+/**
+ * A window's state as it rests in RocksDB and in its shard's state log. Every changed window is
+ * written at every checkpoint (a second by default), so with hundreds of thousands of windows
+ * changing each minute this encoding is on the hot path: the numbers go as fixed binary fields
+ * and only the rest (names, dimensions, aggregate states, hot-key and rollup bookkeeping) as a
+ * small JSON tail. Snapshots written before this format (plain JSON, starting with `{`) still read.
+ */
+export interface StoredWindow {
+  metric: string;
+  window: string;
+  start: number;
+  end: number;
+  dims: Record<string, string>;
+  status: ResultStatus | "open";
+  revision: number;
+  lateCount: number;
+  watermark: number;
+  agg: BasicAgg;
+  /** Aggregate states by state key, each base64 of its aggregation's encoding; absent when none. */
+  states?: Record<string, string>;
+  /** Anything else the window keeps (hot-key sub-actors, rollup holds): carried in the tail as is. */
+  [more: string]: unknown;
+}
+
+const version = 1;
+const statuses = ["open", "final", "corrected", "provisional"] as const;
+/** Version, status, then start, end, watermark, count, sum, min, max, revision, lateCount as doubles. */
+const fixedBytes = 2 + 9 * 8;
+
+export function encodeWindowSnapshot(w: StoredWindow): Uint8Array {
+  const { start, end, watermark, status, revision, lateCount, agg, states, ...rest } = w;
+  const tail = JSON.stringify(states && Object.keys(states).length > 0 ? { ...rest, states } : rest);
+  const out = Buffer.allocUnsafe(fixedBytes + Buffer.byteLength(tail));
+  out[0] = version;
+  out[1] = statuses.indexOf(status);
+  let at = 2;
+  for (const n of [start, end, watermark, agg.count, agg.sum, agg.min, agg.max, revision, lateCount]) at = out.writeDoubleLE(n, at);
+  out.write(tail, fixedBytes);
+  return out;
+}
+
+export function decodeWindowSnapshot(bytes: Uint8Array): StoredWindow {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf[0] === 0x7b) return legacy(buf);
+  check(buf);
+  const n = (i: number) => buf.readDoubleLE(2 + 8 * i);
+  const tail = JSON.parse(buf.toString("utf8", fixedBytes)) as Pick<StoredWindow, "metric" | "window" | "dims" | "states">;
+  return {
+    ...tail,
+    start: n(0),
+    end: n(1),
+    watermark: n(2),
+    agg: { count: n(3), sum: n(4), min: n(5), max: n(6) },
+    revision: n(7),
+    lateCount: n(8),
+    status: statuses[buf[1]!]!,
+  };
+}
+
+/** What a restarted shard needs of a stored window to re-register its timers, without decoding the rest. */
+export function storedWindowTimes(bytes: Uint8Array): { end: number; open: boolean } {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf[0] === 0x7b) {
+    const w = legacy(buf);
+    return { end: w.end, open: w.status === "open" };
+  }
+  check(buf);
+  return { end: buf.readDoubleLE(2 + 8), open: buf[1] === 0 };
+}
+
+function check(buf: Buffer): void {
+  if (buf[0] !== version || buf.length < fixedBytes || buf[1]! >= statuses.length) {
+    throw new Error(`not a window snapshot (first byte ${buf[0]}, ${buf.length} bytes)`);
+  }
+}
+
+/** JSON, as written before the binary format; an empty window's min/max were left out (JSON has no infinities). */
+function legacy(buf: Buffer): StoredWindow {
+  const w = JSON.parse(buf.toString()) as StoredWindow & { agg: Partial<BasicAgg> };
+  const agg = { count: w.agg.count ?? 0, sum: w.agg.sum ?? 0, min: typeof w.agg.min === "number" ? w.agg.min : Infinity, max: typeof w.agg.max === "number" ? w.agg.max : -Infinity };
+  return { ...w, agg };
+}
