@@ -96,7 +96,7 @@ class Encoder {
   private windowAt = 0;
 
   message(message: Exclude<MailboxMessage, { type: "marks" }>): Uint8Array {
-    this.setBuffer(Buffer.allocUnsafe(256 + message.partials.length * 64));
+    this.setBuffer(Buffer.allocUnsafe(256 + message.partials.length * 96));
     this.byte(version);
     this.byte(typeCode[message.type]);
     // Where the tables start: they are complete only after the partials.
@@ -236,6 +236,7 @@ class Encoder {
 
   /** Non-negative integers up to 2^53 (stream sequences included). */
   private varint(v: number): void {
+    if (!(Number.isSafeInteger(v) && v >= 0)) throw new Error(`mailbox message: ${v} is not a sequence, partition or count`);
     this.ensure(8);
     while (v >= 0x80) {
       this.buf[this.pos++] = (v % 0x80) | 0x80;

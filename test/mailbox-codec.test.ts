@@ -130,4 +130,6 @@ test("a malformed message throws a clear error", () => {
   assert.throws(() => decodeMailbox(badTables), /malformed mailbox message.*tables at/);
   assert.throws(() => decodeMailbox(Buffer.from('{"type": "partials", "partials": [')), /malformed mailbox message/);
   assert.throws(() => decodeMailbox(Buffer.from('{"type": "other"}')), /malformed mailbox message.*unknown message type "other"/);
+  // And one that cannot be written says so, rather than writing what would read as another number.
+  assert.throws(() => encodeMailbox({ type: "partials", partition: -1, first: 1, last: 2, partials: [] }), /-1 is not a sequence/);
 });
