@@ -361,19 +361,24 @@ function decodeWindow(bytes: Uint8Array): WindowState {
 }
 
 /**
- * Aggregate states travel and rest as base64 of their own binary encoding (one already encoded
- * stays as it is). A state handed to another actor is encoded, so the receiver decodes its own
- * copy: a live object may still change after.
+ * Aggregate states rest (and go to other actors) as base64 of their own binary encoding (one
+ * already encoded stays as it is). A state handed to another actor is encoded, so the receiver
+ * decodes its own copy: a live object may still change after.
  */
 export function encodeStates(states: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [stateKey, state] of Object.entries(states)) {
-    out[stateKey] = typeof state === "string" ? state : Buffer.from(resolveAggregation(stateKey).encode(state)).toString("base64");
+    const bytes = typeof state === "string" ? undefined : state instanceof Uint8Array ? state : resolveAggregation(stateKey).encode(state);
+    out[stateKey] = bytes ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") : (state as string);
   }
   return out;
 }
 
-/** A state as it arrives: encoded (base64) from the mailbox, or a live object from an in-process router. */
+/**
+ * A state as it arrives: its encoding (raw from the binary mailbox, base64 from a JSON one, a
+ * snapshot or a hand-over), or a live object from an in-process router.
+ */
 function decodeState(aggregation: { decode(bytes: Uint8Array): unknown }, incoming: unknown): unknown {
+  if (incoming instanceof Uint8Array) return aggregation.decode(incoming);
   return typeof incoming === "string" ? aggregation.decode(Buffer.from(incoming, "base64")) : incoming;
 }

@@ -6,6 +6,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { TelemetryEvent } from "../actors/event.js";
 import { Membership, type MemberInfo } from "../cluster/membership.js";
 import { HotKeysStore } from "../node/hot-keys-store.js";
+import { decodeMailbox } from "../node/mailbox-codec.js";
 import { nodeDefaults } from "../node/tally-node.js";
 import { streams } from "../node/streams.js";
 import { converge, readStream, ReliablePublisher, revisionConflicts, type WantedValues } from "./exactness.js";
@@ -163,7 +164,9 @@ test("add a node, stop one gracefully, kill -9 another, under load: every window
   }
   assert.deepEqual(revisionConflicts(await readStream(nc, streams.results)), []);
   // The fleet's events really went through sub-actors: their hand-overs are in the mailbox.
-  const handOvers = (await readStream(nc, streams.mailbox)).filter((m) => m.body.includes('"fromSub"') && m.body.includes('"metric":"fleet"'));
+  const handOvers = (await readStream(nc, streams.mailbox))
+    .map((m) => decodeMailbox(m.data))
+    .filter((m) => m.type !== "marks" && m.partials.some((p) => p.fromSub && p.metric === "fleet"));
   assert.ok(handOvers.length > 0, "salted sub-actors handed their shares to the fleet's windows");
   // Quiet now: the salting is reversed, visible in the hot-keys bucket (and `tally status`).
   await eventually(async () => ((await hotKeys.get("fleet", "[]"))?.until !== undefined ? true : undefined), 20_000, "the fleet series cooled");

@@ -113,16 +113,16 @@ export async function fetchAudit(nodeUrl: string, from: number, to: number): Pro
 }
 
 /** Every message of a stream: its `Tally-Reason` header (DLQ) and body. */
-export async function readStream(nc: NatsConnection, stream: string): Promise<{ reason: string; body: string }[]> {
+export async function readStream(nc: NatsConnection, stream: string): Promise<{ reason: string; body: string; data: Uint8Array }[]> {
   const js = jetstream(nc);
   const jsm = await js.jetstreamManager();
   const total = (await jsm.streams.info(stream)).state.last_seq;
-  const out: { reason: string; body: string }[] = [];
+  const out: { reason: string; body: string; data: Uint8Array }[] = [];
   if (total === 0) return out;
   const consumer = await js.consumers.get(stream, { deliver_policy: DeliverPolicy.All });
   const messages = await consumer.consume();
   for await (const m of messages) {
-    out.push({ reason: m.headers?.get("Tally-Reason") ?? "", body: m.string() });
+    out.push({ reason: m.headers?.get("Tally-Reason") ?? "", body: m.string(), data: m.data });
     if (m.seq >= total) break;
   }
   messages.stop();
