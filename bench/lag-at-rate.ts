@@ -1,0 +1,43 @@
+// Diagnoses a node that falls behind: the high-cardinality case (a count per device over N devices)
+// at a fixed open-loop rate, printing every 2 s what waits in each stage's consumers (events not
+// yet routed, mailbox messages not yet applied, results not yet stored) and the node's RSS.
+// Run: npx tsc -p tsconfig.json && node dist/bench/lag-at-rate.js [events/s] [seconds] [--devices N] [--profile DIR]
+// (--profile: the node runs under `node --cpu-prof`, its top functions printed at the end)
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { nodeDefaults } from "../node/tally-node.js";
+import { streams } from "../node/streams.js";
+import { Generator, rss, sleep, startTally } from "./harness.js";
+import { summarizeProfile } from "./profile.js";
+import { protoBatch } from "./scenarios/robots.js";
+
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { devices: { type: "string" }, profile: { type: "string" } } });
+const rate = Number(positionals[0] ?? 15_000);
+const seconds = Number(positionals[1] ?? 60);
+const devices = Number(values.devices ?? 200_000);
+const stack = await startTally({ metrics: [{ name: "devices", kind: "status", groupBy: ["device"], aggregates: ["count"], window: "1m", lateness: "5s" }] }, { profileDir: values.profile });
+const pending = async (stream: string, names: string[]) => {
+  let n = 0;
+  for (const name of names) n += (await stack.jsm.consumers.info(stream, name).catch(() => undefined))?.num_pending ?? 0;
+  return n;
+};
+const routers = Array.from({ length: nodeDefaults.partitions }, (_, p) => `router-${p}`);
+const shards = (await stack.status()).shards.map((s) => `shard-${s.shard}`);
+const generator = await Generator.start({ workload: { ...protoBatch(10_000), devices }, idPrefix: `l${Date.now()}`, target: { nats: stack.nats.url }, tsOffsetMs: 0, rate });
+const started = Date.now();
+try {
+  while (Date.now() - started < seconds * 1000) {
+    await sleep(2_000);
+    const s = await stack.status();
+    const [events, mailbox] = await Promise.all([pending(streams.events, routers), pending(streams.mailbox, shards)]);
+    const t = Math.round((Date.now() - started) / 1000);
+    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox}  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB`);
+  }
+} finally {
+  await generator.stop();
+  await stack.stop();
+}
+const profile = values.profile && readdirSync(values.profile).find((f) => f.endsWith(".cpuprofile"));
+if (profile) for (const e of summarizeProfile(join(values.profile!, profile), 25).top) console.log(`${String(e.selfPercent).padStart(5)}% ${String(e.selfMs).padStart(7)} ms  ${e.function}  ${e.location}`);
+process.exit(0);
