@@ -235,8 +235,8 @@ export class WindowActor implements Actor<WindowMessage> {
 
   snapshot(): Uint8Array | undefined {
     if (!this.state) return undefined;
-    const { states, ...rest } = this.state;
-    return encodeWindowSnapshot({ ...rest, start: this.start, end: this.end, states: states && encodeStates(states) });
+    const state = this.state;
+    return encodeWindowSnapshot(state, this.start, this.end, state.states && encodeStates(state.states));
   }
 
   private onPartial(partial: WindowPartial, watermark: number, onTime: boolean, ctx: ActorContext<WindowMessage>) {

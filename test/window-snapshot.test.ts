@@ -29,14 +29,14 @@ const window: StoredWindow = {
 };
 
 test("a window snapshot round-trips every field, infinities and unicode included, and is far smaller than JSON", () => {
-  const bytes = encodeWindowSnapshot(window);
+  const bytes = encodeWindowSnapshot(window, window.start, window.end, window.states);
   assert.deepEqual(decodeWindowSnapshot(bytes), window);
   assert.deepEqual(storedWindowTimes(bytes), { end: t0 + minute, open: false });
-  const open = encodeWindowSnapshot({ ...window, status: "open", states: undefined, subs: undefined, holds: undefined });
+  const open = encodeWindowSnapshot({ ...window, status: "open", subs: undefined, holds: undefined }, t0, t0 + minute);
   assert.equal(storedWindowTimes(open).open, true);
   assert.equal("states" in decodeWindowSnapshot(open), false, "no states: none stored");
   const count: StoredWindow = { metric: "devices", window: "1m", start: t0, end: t0 + minute, dims: { device: "dev-123456" }, status: "open", revision: 0, lateCount: 0, watermark: t0, agg: { count: 3, sum: 0, min: Infinity, max: -Infinity } };
-  assert.ok(encodeWindowSnapshot(count).length < 0.7 * JSON.stringify(count).length, "a count window's snapshot is smaller than its JSON");
+  assert.ok(encodeWindowSnapshot(count, t0, t0 + minute).length < 0.7 * JSON.stringify(count).length, "a count window's snapshot is smaller than its JSON");
 });
 
 test("snapshots written as JSON before the binary format still read, and a malformed one fails clearly", () => {
