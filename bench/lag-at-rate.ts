@@ -24,6 +24,21 @@ const pending = async (stream: string, names: string[]) => {
 };
 const routers = Array.from({ length: nodeDefaults.partitions }, (_, p) => `router-${p}`);
 const shards = (await stack.status()).shards.map((s) => `shard-${s.shard}`);
+// Finals per window end: how many, and when the first and last were published after the window
+// closed (event time is wall time here, and the rule's lateness is 5 s).
+const finals = new Map<number, { n: number; first: number; last: number }>();
+stack.nc.subscribe("results.devices.>", {
+  callback: (_e, m) => {
+    if (m.data[0] !== 0x7b) return; // a batch of provisional results
+    const { end, status } = JSON.parse(m.string()) as { end: number; status: string };
+    if (status !== "final") return;
+    const after = Date.now() - (end + 5_000);
+    const f = finals.get(end) ?? { n: 0, first: after, last: after };
+    f.n++;
+    f.last = Math.max(f.last, after);
+    finals.set(end, f);
+  },
+});
 const generator = await Generator.start({ workload: { ...protoBatch(10_000), devices }, idPrefix: `l${Date.now()}`, target: { nats: stack.nats.url }, tsOffsetMs: 0, rate });
 const started = Date.now();
 try {
@@ -32,7 +47,8 @@ try {
     const s = await stack.status();
     const [events, mailbox] = await Promise.all([pending(streams.events, routers), pending(streams.mailbox, shards)]);
     const t = Math.round((Date.now() - started) / 1000);
-    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox}  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB`);
+    const closed = [...finals].map(([end, f]) => `${new Date(end).toISOString().slice(11, 19)}: ${f.n} finals ${f.first}–${f.last} ms after close`).join(", ");
+    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox}  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB  ${closed}`);
   }
 } finally {
   await generator.stop();
