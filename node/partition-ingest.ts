@@ -3,7 +3,7 @@ import { shardOfKey } from "../actors/actor-keys.js";
 import { decodePayloadInto } from "../actors/decode.js";
 import type { Reject, ValidationLimits } from "../actors/event.js";
 import { EventColumns, type RowGate } from "../actors/event-columns.js";
-import { RecentIds } from "../actors/recent-ids.js";
+import { RecentIds, staggeredLoad } from "../actors/recent-ids.js";
 import { Outcome, type Router, type WindowPartial } from "../actors/router.js";
 import type { PartitionMark } from "../actors/window-shard.js";
 import type { AckedPublisher } from "./acked-publisher.js";
@@ -75,14 +75,14 @@ export class PartitionIngest {
     private readonly now: () => number = Date.now,
   ) {
     this.lastEventAt = now();
-    this.recent = new RecentIds(settings.dedupHorizonMs, now());
+    this.recent = new RecentIds(settings.dedupHorizonMs, now(), undefined, staggeredLoad(partition));
   }
 
   /** Rebuilds state from the router log. Returns the event sequence to consume from. */
   async recover(): Promise<number> {
     const now = this.now();
     const { last, earlier } = await this.log.recover(this.partition, this.settings.dedupHorizonMs, now);
-    this.recent = new RecentIds(this.settings.dedupHorizonMs, now);
+    this.recent = new RecentIds(this.settings.dedupHorizonMs, now, undefined, staggeredLoad(this.partition));
     for (const { fingerprints } of earlier) this.recent.restoreFingerprints(fingerprints, now);
     if (!last) return 1;
     this.maxEventTime = last.prevMaxTs ?? -Infinity;

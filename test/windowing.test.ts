@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { addValue, aggValues, emptyAgg, mergeAgg } from "../actors/aggregates.js";
 import { decodePayload } from "../actors/decode.js";
 import { defaultLimits, type TelemetryEvent } from "../actors/event.js";
-import { RecentIds } from "../actors/recent-ids.js";
+import { RecentIds, staggeredLoad } from "../actors/recent-ids.js";
 import { Router } from "../actors/router.js";
 import { parseRules } from "../actors/rules.js";
 import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
@@ -131,6 +131,23 @@ test("recent ids: a duplicate within the horizon counts once; ids expire after i
   assert.equal(ids.seen("b", 14_999), true, "kept for the whole horizon");
   assert.equal(ids.seen("a", 30_000), false);
   assert.equal(ids.size, 1);
+});
+
+test("recent ids: tables fed alike rebuild at staggered loads, and every load remembers every id", () => {
+  const loads = Array.from({ length: 24 }, (_, i) => staggeredLoad(i));
+  assert.ok(loads.every((l) => l >= 0.5 && l <= 0.8));
+  assert.equal(new Set(loads.map((l) => l.toFixed(3))).size, 24, "no two partitions rebuild at the same load");
+  const growth = (load: number) => {
+    const ids = new RecentIds(60_000, 0, 10, load);
+    const sizes: number[] = [];
+    for (let i = 0; i < 50_000; i++) {
+      assert.equal(ids.seen(`id-${i}`, 0), false);
+      if (sizes.at(-1) !== ids.bytes) sizes.push(ids.bytes);
+    }
+    for (let i = 0; i < 50_000; i += 7) assert.equal(ids.seen(`id-${i}`, 0), true);
+    return sizes;
+  };
+  assert.notDeepEqual(growth(0.5), growth(0.8), "different loads grow the table at different points");
 });
 
 test("window lifecycle: provisional while open, final past end + lateness, corrected for late data", async () => {
