@@ -26,16 +26,13 @@ export class RecentIds {
   /** Live ids per generation, by generation % (generationCount + 1). */
   private readonly perGeneration: number[];
 
-  /** Written slots (as a share of capacity) at which the table is rebuilt: see `staggeredLoad`. */
-  private readonly rebuildLoad: number;
-
   constructor(
     readonly horizonMs: number,
     now: number,
     private readonly generationCount = 10,
-    rebuildLoad = maxLoad,
+    /** Written slots (as a share of capacity) at which the table is rebuilt: see `staggeredLoad`. */
+    private readonly rebuildLoad = maxLoad,
   ) {
-    this.rebuildLoad = rebuildLoad;
     this.generationMs = Math.max(1, Math.ceil(horizonMs / generationCount));
     this.generationStart = now;
     this.perGeneration = new Array(generationCount + 1).fill(0);

@@ -2,6 +2,7 @@ import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nat
 import type { MetricRule } from "../actors/rules.js";
 import type { WindowResult } from "../actors/window-result.js";
 import type { LiveResults } from "./live-results.js";
+import { resultsOf } from "./provisional-batcher.js";
 import { isNewer } from "./results-store.js";
 import { streams } from "./streams.js";
 
@@ -100,8 +101,7 @@ export async function warmLiveResults(js: JetStreamClient, jsm: JetStreamManager
       report.messages++;
       report.bytes += m.data.length;
       try {
-        const parsed = JSON.parse(textDecoder.decode(m.data)) as WindowResult | WindowResult[];
-        for (const r of Array.isArray(parsed) ? parsed : [parsed]) {
+        for (const r of resultsOf(textDecoder.decode(m.data))) {
           if (r.status !== "provisional") {
             newest.delete(r.key);
             continue;

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import WebSocket from "ws";
-import type { WindowResult } from "../actors/window-result.js";
 import { runNode, type RunningNode } from "../cli/run-node.js";
 import { LiveResults, liveResultsDefaults } from "../node/live-results.js";
 import { ResultsStore } from "../node/results-store.js";
 import { epochsIn } from "../node/tally-node.js";
 import { MemoryStateStore } from "../runtime/state-store.js";
 import { eventually, fastSettings, startTestNats, tempDir } from "./harness.js";
+import { windowResult } from "./window-results.js";
 
 const rules = [{ name: "devices", kind: "status", groupBy: ["device"], aggregates: ["count"], window: "10s", lateness: "0s" }];
 
@@ -130,23 +130,7 @@ test("provisional results reach WebSocket subscribers and queries from memory, n
   again.ws.close();
 });
 
-const result = (over: Partial<WindowResult>): WindowResult => ({
-  key: "devices|10s|0|a",
-  metric: "devices",
-  window: "10s",
-  start: 0,
-  end: 10_000,
-  dims: { device: "a" },
-  status: "provisional",
-  revision: 0,
-  eventCount: 1,
-  lateCount: 0,
-  watermark: 0,
-  values: { count: 1 },
-  shard: 3,
-  epoch: 10,
-  ...over,
-});
+const result = windowResult;
 
 test("the live view keeps the newest provisional result per window, fences stale epochs and stale replays, and stays bounded", () => {
   const live = new LiveResults({ ...liveResultsDefaults, closesAt: (r) => r.end, maxWindows: 3, staleAfterMs: 60_000, finalMemoryMs: 1_000 }, 0);

@@ -11,6 +11,7 @@ import { warmLiveResults } from "../node/live-warmup.js";
 import { streams } from "../node/streams.js";
 import { eventually, fastSettings, startTestNats, tempDir } from "./harness.js";
 import { NodeProcess } from "./processes.js";
+import { windowResult } from "./window-results.js";
 
 // Event time is now; a lateness of 10 minutes keeps the minute open for the whole test. (The
 // tests share a NATS server, so each takes its own kind of event.)
@@ -127,23 +128,7 @@ test("an open window's provisional result is in queries right after a kill -9 an
   }
 });
 
-const result = (over: Partial<WindowResult>): WindowResult => ({
-  key: "k",
-  metric: "devices",
-  window: "1m",
-  start: 0,
-  end: 60_000,
-  dims: { device: "a" },
-  status: "provisional",
-  revision: 0,
-  eventCount: 1,
-  lateCount: 0,
-  watermark: 0,
-  values: { count: 1 },
-  shard: 1,
-  epoch: 5,
-  ...over,
-});
+const result = (over: Partial<WindowResult>): WindowResult => windowResult({ key: "k", window: "1m", end: 60_000, shard: 1, epoch: 5, ...over });
 
 test("the warm-up reads only its span, never regresses what the view holds, and lets a final or a newer epoch win", async () => {
   const js = jetstream(nc);
