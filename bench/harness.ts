@@ -287,6 +287,7 @@ export interface TallyStatus {
   node: string;
   watermark: number | null;
   activeWindows: number;
+  memory: NodeJS.MemoryUsage;
   shards: { shard: number }[];
   counters: { messages: number; events: number; duplicates: number; rejected: number; unmatched: number };
 }

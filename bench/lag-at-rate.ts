@@ -41,6 +41,7 @@ stack.nc.subscribe("results.devices.>", {
 });
 const generator = await Generator.start({ workload: { ...protoBatch(10_000), devices }, idPrefix: `l${Date.now()}`, target: { nats: stack.nats.url }, tsOffsetMs: 0, rate });
 const started = Date.now();
+const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
 try {
   while (Date.now() - started < seconds * 1000) {
     await sleep(2_000);
@@ -48,7 +49,7 @@ try {
     const [events, mailbox] = await Promise.all([pending(streams.events, routers), pending(streams.mailbox, shards)]);
     const t = Math.round((Date.now() - started) / 1000);
     const closed = [...finals].map(([end, f]) => `${new Date(end).toISOString().slice(11, 19)}: ${f.n} finals ${f.first}–${f.last} ms after close`).join(", ");
-    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox}  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB  ${closed}`);
+    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox}  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB (heap ${mib(s.memory.heapUsed)}/${mib(s.memory.heapTotal)}, external ${mib(s.memory.external)})  ${closed}`);
   }
 } finally {
   await generator.stop();

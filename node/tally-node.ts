@@ -360,6 +360,8 @@ export class TallyNode {
       ready: this.ready,
       watermark: finiteOrNull(this.watermark),
       activeWindows: this.shardHost?.activeWindows ?? 0,
+      // Bytes: where memory goes (V8's heap, buffers outside it), next to the windows that hold it.
+      memory: process.memoryUsage(),
       checkpoints: this.shardHost?.checkpoints ?? 0,
       moves: this.controller?.moves ?? 0,
       counters: this.counters,
