@@ -332,15 +332,20 @@ export class WindowActor implements Actor<WindowMessage> {
 
   private values(names: readonly string[]): Record<string, ResultValue> {
     const state = this.state!;
-    const values: Record<string, ResultValue> = aggValues(state.agg, names, windowSizeMs(state.window));
-    for (const name of names) {
-      if (isBasicAggregate(name)) continue;
-      const aggregation = resolveAggregation(name);
-      const held = state.states?.[aggregation.stateKey] ?? aggregation.init();
-      values[name] = aggregation.result(held, { sizeMs: windowSizeMs(state.window) });
-    }
-    return values;
+    return resultValues(state.agg, state.states, names, windowSizeMs(state.window));
   }
+}
+
+/** A window's `values`: the basic ones from `agg`, the others from their states (an initial one if none arrived yet). */
+export function resultValues(agg: BasicAgg, states: Record<string, unknown> | undefined, names: readonly string[], sizeMs: number): Record<string, ResultValue> {
+  const values: Record<string, ResultValue> = aggValues(agg, names, sizeMs);
+  for (const name of names) {
+    if (isBasicAggregate(name)) continue;
+    const aggregation = resolveAggregation(name);
+    const held = states?.[aggregation.stateKey] ?? aggregation.init();
+    values[name] = aggregation.result(held, { sizeMs });
+  }
+  return values;
 }
 
 export function windowActorKind(env: WindowActorEnv): ActorKind<WindowMessage> {

@@ -4,7 +4,8 @@ import { EventTimeTimers } from "./event-time-timers.js";
 import { parentWindow, rollupLevel, type RollupRule } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import { otherDims, SeriesAdmission, type AdmissionWindow } from "./series-limit.js";
-import type { WindowMessage } from "./window-actor.js";
+import type { WindowActorEnv, WindowMessage } from "./window-actor.js";
+import { WindowTable } from "./window-table.js";
 
 /** What one event partition last said about its event-time progress. */
 export interface PartitionMark {
@@ -36,6 +37,11 @@ export interface WindowShardOptions {
    * de-duplicated. Without it (a single shard in tests) they are applied here.
    */
   forward?: (partials: WindowPartial[], id: string) => void;
+  /**
+   * The window actors' environment: given, the shard keeps the open windows of plain rules in a
+   * table rather than an actor each (`WindowTable`); without it, every window is an actor.
+   */
+  table?: WindowActorEnv;
 }
 
 /**
@@ -65,6 +71,7 @@ export class WindowShard {
   private readonly folded = new Map<string, number>();
   private readonly shardCount: number;
   private current = -Infinity;
+  private readonly table?: WindowTable;
 
   constructor(
     readonly id: number,
@@ -73,6 +80,20 @@ export class WindowShard {
     private readonly options: WindowShardOptions = {},
   ) {
     this.shardCount = options.shardCount ?? 1;
+    if (options.table) {
+      const table = new WindowTable({
+        ...options.table,
+        handOff: (key, state) => actors.adopt(key, state),
+        send: (key, message) => actors.send(key, message),
+      });
+      actors.holder = table;
+      this.table = table;
+    }
+  }
+
+  /** Open windows, as rows of the table or as actors. */
+  get activeWindows(): number {
+    return this.actors.activeCount + (this.table?.size ?? 0);
   }
 
   get watermark(): number {
@@ -105,6 +126,13 @@ export class WindowShard {
 
   private applyHere(partial: WindowPartial): void {
     const fresh = this.schedule(partial.key, partial.end, true);
+    const table = this.table;
+    if (table) {
+      if (table.has(partial.key)) {
+        if (table.takes(partial)) return table.apply(partial, this.current);
+        table.release(partial.key);
+      } else if (fresh && table.takes(partial)) return table.open(partial, this.current);
+    }
     this.actors.send(partial.key, { type: "partial", partial, watermark: this.current }, fresh);
   }
 
@@ -134,8 +162,9 @@ export class WindowShard {
    * Every stored window must be restored before partials are applied: a window the shard does
    * not know is taken for new, and its actor starts empty (`timers`).
    */
-  restoreWindow(key: string, end: number, open: boolean): void {
+  restoreWindow(key: string, end: number, open: boolean, stored?: Uint8Array): void {
     this.schedule(key, end, open);
+    if (open && stored && this.table) this.table.restore(key, stored);
     const { metric, dimsId } = parseActorKey(key);
     const rule = this.timing(metric);
     if (rule.maxSeries === undefined || dimsId === otherDims(rule.groupBy ?? []).dimsId) return;
@@ -235,10 +264,12 @@ export class WindowShard {
       if (level > 0) await this.actors.idle();
       for (const key of due) {
         this.subs.delete(key);
-        this.actors.send(key, { type: "fire", watermark: next });
+        if (this.table?.has(key)) this.table.fire(key, next);
+        else this.actors.send(key, { type: "fire", watermark: next });
       }
     }
-    for (const key of this.purges.due(next)) this.actors.send(key, { type: "purge" });
+    // A row is open, so never due for a purge (that is a horizon after its close).
+    for (const key of this.purges.due(next)) if (!this.table?.has(key)) this.actors.send(key, { type: "purge" });
     this.admission.advance(next);
   }
 

@@ -3,7 +3,7 @@ import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstrea
 import { parseActorKey, shardOfKey } from "../actors/actor-keys.js";
 import type { WindowPartial } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
-import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
+import { storedWindowTimes, windowActorKind, type WindowActorEnv, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard, type ShardState } from "../actors/window-shard.js";
 import { ActorSystem, type ActorCut } from "../runtime/actor-system.js";
@@ -66,6 +66,7 @@ interface ShardMeta {
  */
 export class HostedShard {
   readonly actors: ActorSystem<WindowMessage>;
+  private readonly windowEnv: WindowActorEnv;
   private window!: WindowShard;
   private writer?: ShardStateWriter;
   private consumer?: SupervisedConsumer;
@@ -90,14 +91,15 @@ export class HostedShard {
     private readonly deps: ShardDeps,
     private readonly settings: HostedShardSettings,
   ) {
+    this.windowEnv = {
+      rule: (metric) => deps.ruleOf(metric),
+      emit: (result) => this.emit(result),
+      forward: (partial, id) => this.forward([partial], `sub:${createHash("sha1").update(id).digest("base64url")}`),
+      emitIntervalMs: settings.emitIntervalMs,
+      now: Date.now,
+    };
     this.actors = new ActorSystem(
-      windowActorKind({
-        rule: (metric) => deps.ruleOf(metric),
-        emit: (result) => this.emit(result),
-        forward: (partial, id) => this.forward([partial], `sub:${createHash("sha1").update(id).digest("base64url")}`),
-        emitIntervalMs: settings.emitIntervalMs,
-        now: Date.now,
-      }),
+      windowActorKind(this.windowEnv),
       deps.store,
       { idleMs: settings.actorIdleMs, prefix: `shard/${id}/actor/` },
     );
@@ -110,6 +112,11 @@ export class HostedShard {
 
   get pendingTimers(): number {
     return this.window.pendingTimers;
+  }
+
+  /** Open windows: actors and rows of the shard's table. */
+  get activeWindows(): number {
+    return this.window.activeWindows;
   }
 
   /** Consumer name of this shard's mailbox: one per shard, whoever hosts it. */
@@ -173,7 +180,7 @@ export class HostedShard {
     // of the rollup windows above it, which may have no state yet).
     for await (const [key, bytes] of this.actors.storedStates()) {
       const { end, open } = storedWindowTimes(bytes);
-      this.window.restoreWindow(key, end, open);
+      this.window.restoreWindow(key, end, open, bytes);
     }
     this.position = meta?.position ?? 0;
     // Staggered by shard: a cut takes no time now, so shards started together would all write
@@ -319,6 +326,7 @@ export class HostedShard {
       shardCount: this.deps.shardCount,
       foldedAudit,
       forward: (partials, id) => this.forward(partials, id),
+      table: this.windowEnv,
     });
   }
 

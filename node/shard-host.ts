@@ -43,7 +43,7 @@ export class ShardHost {
 
   get activeWindows(): number {
     let n = 0;
-    for (const shard of this.shards.values()) n += shard.actors.activeCount;
+    for (const shard of this.shards.values()) n += shard.activeWindows;
     return n;
   }
 

@@ -16,6 +16,16 @@ export interface CheckpointChanges {
   deletes: string[];
 }
 
+/**
+ * State kept beside the activations, outside any actor (a shard's table of plain windows): it
+ * hands its changed states to every cut, so they are checkpointed with the actors', and forgets
+ * everything when the system resets.
+ */
+export interface StateHolder {
+  collect(put: (key: string, state: Uint8Array) => void): void;
+  reset(): void;
+}
+
 /** A cut of the changed actors (`ActorSystem.cut`), to be written once. */
 export interface ActorCut {
   readonly changes: CheckpointChanges;
@@ -111,6 +121,8 @@ export class ActorSystem<M> {
   private ticks = 0;
   /** Ticks an activation stays idle before it is passivated. */
   private readonly idleTicks: number;
+  /** See `StateHolder`: one at a time, the latest set. */
+  holder?: StateHolder;
 
   constructor(
     private readonly kind: ActorKind<M>,
@@ -138,6 +150,15 @@ export class ActorSystem<M> {
     (activation.queue ??= []).push(message);
     this.pending++;
     if (!activation.running) void this.drain(activation);
+  }
+
+  /**
+   * `state` for actor `key`, from outside (a `StateHolder` handing a key over to become an
+   * actor): it is checkpointed as a passivated actor's would be, and the actor starts from it.
+   */
+  adopt(key: string, state: Uint8Array): void {
+    if (this.activations.has(key)) throw new Error(`actor ${key} is active: its state cannot be handed to it`);
+    this.unsaved.set(key, state);
   }
 
   /** Messages queued and not yet processed. */
@@ -184,6 +205,7 @@ export class ActorSystem<M> {
   cut(extra: [string, Uint8Array][] = [], deletes: string[] = []): ActorCut {
     if (this.pending > 0) throw new Error("a cut needs idle actors: queued messages would fall half in");
     if (this.saving) throw new Error("the previous cut is still being written");
+    this.holder?.collect((key, state) => this.unsaved.set(key, state));
     const saving = new Map(this.unsaved);
     this.unsaved.clear();
     for (const activation of this.activations.values()) {
@@ -247,6 +269,7 @@ export class ActorSystem<M> {
    */
   reset(): void {
     this.generation++;
+    this.holder?.reset();
     for (const activation of this.activations.values()) activation.clearTimers();
     this.activations.clear();
     this.stopSweeper();

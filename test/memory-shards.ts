@@ -1,4 +1,5 @@
 import { shardOfKey } from "../actors/actor-keys.js";
+import type { WindowPartial } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
 import { storedWindowTimes, windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
@@ -11,6 +12,8 @@ export interface MemoryShardsSettings {
   shards: number;
   emitIntervalMs: number;
   actorIdleMs: number;
+  /** Plain windows as actors, not rows of a table (a node keeps them in a table: the default). */
+  actorsOnly?: boolean;
 }
 
 /**
@@ -36,15 +39,16 @@ export class MemoryShards {
     this.systems.clear();
     const { shards, emitIntervalMs, actorIdleMs } = this.settings;
     for (let id = 0; id < shards; id++) {
+      const env = {
+        rule: this.ruleOf,
+        emit: (r: WindowResult) => void this.sink(r),
+        // A salted sub-actor's hand-over reaches its window's shard at once (a node sends it through the mailbox).
+        forward: (p: WindowPartial) => this.shards.get(shardOfKey(p.key, shards))!.applyForwarded([p]),
+        emitIntervalMs,
+        now: Date.now,
+      };
       const system = new ActorSystem(
-        windowActorKind({
-          rule: this.ruleOf,
-          emit: (r) => void this.sink(r),
-          // A salted sub-actor's hand-over reaches its window's shard at once (a node sends it through the mailbox).
-          forward: (p) => this.shards.get(shardOfKey(p.key, shards))!.applyForwarded([p]),
-          emitIntervalMs,
-          now: Date.now,
-        }),
+        windowActorKind(env),
         this.store,
         { idleMs: actorIdleMs, prefix: `shard/${id}/actor/` },
       );
@@ -54,12 +58,13 @@ export class MemoryShards {
         forward: (partials) => {
           for (const p of partials) this.shards.get(shardOfKey(p.key, shards))!.applyForwarded([p]);
         },
+        table: this.settings.actorsOnly ? undefined : env,
       });
       const meta = await this.store.get(metaKey(id));
       if (meta) shard.restore(JSON.parse(Buffer.from(meta).toString()) as ShardState);
       for await (const [key, bytes] of system.storedStates()) {
         const { end, open } = storedWindowTimes(bytes);
-        shard.restoreWindow(key, end, open);
+        shard.restoreWindow(key, end, open, bytes);
       }
       this.systems.set(id, system);
       this.shards.set(id, shard);

@@ -1,0 +1,312 @@
+import { isBasicAggregate } from "./aggregates.js";
+import { actorKey, parseActorKey, saltOfKey } from "./actor-keys.js";
+import { parentWindow, rollupLevel } from "./rollups.js";
+import type { WindowPartial } from "./router.js";
+import { resultValues, type WindowActorEnv, type WindowMessage } from "./window-actor.js";
+import { decodeWindowSnapshot, encodeWindowSnapshot } from "./window-snapshot.js";
+import { windowSizeMs } from "./windows.js";
+
+/** What the table needs besides a window actor's environment: the actor system it hands windows to. */
+export interface WindowTableEnv extends WindowActorEnv {
+  /** A window leaves the table: its state (a window snapshot) goes to the actor system, to be checkpointed and to serve its actor. */
+  handOff(key: string, state: Uint8Array): void;
+  /** A message for a window actor (a rollup window above a row). */
+  send(key: string, message: WindowMessage): void;
+}
+
+/** Numbers per row, side by side in one Float64Array. */
+const Col = { start: 0, end: 1, count: 2, sum: 3, min: 4, max: 5, watermark: 6, lateCount: 7, lastEmitAt: 8 } as const;
+const stride = 9;
+/** Flags per row. */
+const Changed = 1;
+const EmitPending = 2;
+const Dirty = 4;
+const Live = 8;
+/** Provisional emits due within the same few ms share one timer. */
+const emitTickMs = 5;
+
+/**
+ * The open windows of plain rules, one row each in typed-array columns, where a window actor
+ * would be three objects, a map entry, boxed numbers and a timer (README, "Memory"): at a million
+ * open windows that was the node's largest cost, and it is most of what a high-cardinality rule
+ * has. A row is a window actor in all but shape: it takes the same partials, emits the same
+ * provisional and final results at the same moments, and rests as the same snapshot, so a
+ * window moves to an actor (and back after a restart) without anyone noticing.
+ *
+ * Which windows: those of a rule with only basic aggregates (count, sum, min, max, avg, rate), at
+ * its own window sizes (rollup windows wait for finer windows: actors), not salted, and while
+ * open. A window leaves the table for an actor when it goes final (late partials are corrections,
+ * which actors make), or when a partial arrives that a row cannot take: a hot series' markers,
+ * aggregate states after a rule change. Its state is handed off then (`handOff`), and the actor
+ * starts from it.
+ */
+export class WindowTable {
+  private readonly rows = new Map<string, number>();
+  private keys: (string | undefined)[] = [];
+  private metrics: string[] = [];
+  private windows: string[] = [];
+  private dims: Record<string, string>[] = [];
+  private nums = new Float64Array(0);
+  private flags = new Uint8Array(0);
+  private readonly free: number[] = [];
+  private readonly emits = new Map<number, { rows: number[]; timer: NodeJS.Timeout }>();
+
+  constructor(private readonly env: WindowTableEnv) {}
+
+  get size(): number {
+    return this.rows.size;
+  }
+
+  has(key: string): boolean {
+    return this.rows.has(key);
+  }
+
+  /** Whether a row can take `partial` (see the class comment). */
+  takes(partial: WindowPartial): boolean {
+    if (partial.salts || partial.fromSub || partial.hold || partial.release) return false;
+    if (partial.states) for (const _ in partial.states) return false;
+    return this.plain(partial.key, partial.metric, partial.window);
+  }
+
+  /** A window new to its shard (no state anywhere): a row from its first partial. */
+  open(partial: WindowPartial, watermark: number): void {
+    const row = this.add(partial.key, partial.metric, partial.window, partial.dims, partial.start, partial.end);
+    this.nums[row * stride + Col.watermark] = watermark;
+    this.apply(partial, watermark);
+  }
+
+  /** A partial for a row (`has`, `takes`): as `WindowActor.onPartial` for an open window. */
+  apply(partial: WindowPartial, watermark: number): void {
+    const row = this.rows.get(partial.key)!;
+    const n = this.nums;
+    const at = row * stride;
+    if (watermark > n[at + Col.watermark]!) n[at + Col.watermark] = watermark;
+    const { agg } = partial;
+    if (agg.count > 0) {
+      n[at + Col.count] += agg.count;
+      n[at + Col.sum] += agg.sum;
+      if (agg.min < n[at + Col.min]!) n[at + Col.min] = agg.min;
+      if (agg.max > n[at + Col.max]!) n[at + Col.max] = agg.max;
+    }
+    this.flags[row]! |= Dirty | Changed;
+    const closesAt = n[at + Col.end]! + (this.env.rule(this.metrics[row]!)?.latenessMs ?? 0);
+    if (watermark >= closesAt) {
+      // The whole window arrived after its time: it becomes final at once, all of it late.
+      n[at + Col.lateCount] += agg.count;
+      return this.finalize(row, watermark, false);
+    }
+    if (this.flags[row]! & EmitPending) return;
+    const due = n[at + Col.lastEmitAt]! + this.env.emitIntervalMs;
+    if (due <= this.env.now()) return this.send(row);
+    this.flags[row]! |= EmitPending;
+    this.later(row, due);
+  }
+
+  /** The watermark passed the window's end + lateness. */
+  fire(key: string, watermark: number): void {
+    const row = this.rows.get(key)!;
+    const at = row * stride + Col.watermark;
+    if (watermark > this.nums[at]!) this.nums[at] = watermark;
+    this.finalize(row, watermark, true);
+  }
+
+  /** A partial the row cannot take is on its way: the window becomes an actor, starting from the row's state. */
+  release(key: string): void {
+    const row = this.rows.get(key)!;
+    this.env.handOff(key, this.snapshot(row, "open", 0));
+    this.remove(key, row);
+  }
+
+  /**
+   * A window found in the stored state after a restart: a row if it is one a row can be (open,
+   * plain, nothing but basic aggregates); false otherwise (it stays with the actors).
+   */
+  restore(key: string, stored: Uint8Array): boolean {
+    const w = decodeWindowSnapshot(stored);
+    if (w.status !== "open" || w.states || w.subs || w.holds || w.awaiting || w.handed !== undefined || w.born !== undefined) return false;
+    if (!this.plain(key, w.metric, w.window)) return false;
+    const row = this.add(key, w.metric, w.window, w.dims, w.start, w.end);
+    const at = row * stride;
+    const n = this.nums;
+    n[at + Col.count] = w.agg.count;
+    n[at + Col.sum] = w.agg.sum;
+    n[at + Col.min] = w.agg.min;
+    n[at + Col.max] = w.agg.max;
+    n[at + Col.watermark] = w.watermark;
+    n[at + Col.lateCount] = w.lateCount;
+    return true;
+  }
+
+  /** The rows changed since the last call, as window snapshots (a checkpoint's cut takes them). */
+  collect(put: (key: string, state: Uint8Array) => void): void {
+    const flags = this.flags;
+    for (let row = 0; row < flags.length; row++) {
+      if ((flags[row]! & (Live | Dirty)) !== (Live | Dirty)) continue;
+      flags[row]! &= ~Dirty;
+      put(this.keys[row]!, this.snapshot(row, "open", 0));
+    }
+  }
+
+  /** Forget every row and pending emit (the shard resets to its checkpoint, or stops). */
+  reset(): void {
+    for (const { timer } of this.emits.values()) clearTimeout(timer);
+    this.emits.clear();
+    this.rows.clear();
+    this.keys = [];
+    this.metrics = [];
+    this.windows = [];
+    this.dims = [];
+    this.nums = new Float64Array(0);
+    this.flags = new Uint8Array(0);
+    this.free.length = 0;
+  }
+
+  private plain(key: string, metric: string, window: string): boolean {
+    const rule = this.env.rule(metric);
+    if (!rule || !rule.aggregates.every(isBasicAggregate) || rollupLevel(rule, window) !== 0) return false;
+    return saltOfKey(key) === undefined;
+  }
+
+  private add(key: string, metric: string, window: string, dims: Record<string, string>, start: number, end: number): number {
+    let row = this.free.pop();
+    if (row === undefined) {
+      row = this.keys.length;
+      if (row >= this.flags.length) this.grow();
+    }
+    this.rows.set(key, row);
+    this.keys[row] = key;
+    this.metrics[row] = metric;
+    this.windows[row] = window;
+    this.dims[row] = dims;
+    const n = this.nums;
+    const at = row * stride;
+    n[at + Col.start] = start;
+    n[at + Col.end] = end;
+    n[at + Col.count] = 0;
+    n[at + Col.sum] = 0;
+    n[at + Col.min] = Infinity;
+    n[at + Col.max] = -Infinity;
+    n[at + Col.lateCount] = 0;
+    n[at + Col.lastEmitAt] = -Infinity;
+    this.flags[row] = Live;
+    return row;
+  }
+
+  private remove(key: string, row: number): void {
+    this.rows.delete(key);
+    this.keys[row] = undefined;
+    this.flags[row] = 0;
+    this.free.push(row);
+  }
+
+  private grow(): void {
+    const capacity = Math.max(1024, this.flags.length * 2);
+    const nums = new Float64Array(capacity * stride);
+    nums.set(this.nums);
+    const flags = new Uint8Array(capacity);
+    flags.set(this.flags);
+    this.nums = nums;
+    this.flags = flags;
+  }
+
+  private finalize(row: number, watermark: number, onTime: boolean): void {
+    const key = this.keys[row]!;
+    this.flags[row]! &= ~EmitPending;
+    this.send(row, "final", 1);
+    const at = row * stride;
+    const n = this.nums;
+    const metric = this.metrics[row]!;
+    const rule = this.env.rule(metric);
+    const start = n[at + Col.start]!;
+    const up = rule && parentWindow(rule, this.windows[row]!, start);
+    if (up) {
+      // Its whole state goes up to the next coarser window of the series (WindowActor.handUp).
+      const upKey = actorKey(metric, up.window.id, up.start, parseActorKey(key).dimsId);
+      const agg = { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
+      const partial: WindowPartial = {
+        key: upKey,
+        metric,
+        window: up.window.id,
+        start: up.start,
+        end: up.start + up.window.sizeMs,
+        dims: this.dims[row]!,
+        agg,
+        states: {},
+        release: undefined,
+      };
+      this.env.send(upKey, { type: "partial", partial, watermark, onTime });
+    }
+    this.env.handOff(key, this.snapshot(row, "final", 1));
+    this.remove(key, row);
+  }
+
+  private snapshot(row: number, status: "open" | "final", revision: number): Uint8Array {
+    const n = this.nums;
+    const at = row * stride;
+    const agg = { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
+    return encodeWindowSnapshot(
+      { metric: this.metrics[row]!, window: this.windows[row]!, dims: this.dims[row]!, agg, status, revision, lateCount: n[at + Col.lateCount]!, watermark: n[at + Col.watermark]! },
+      n[at + Col.start]!,
+      n[at + Col.end]!,
+    );
+  }
+
+  /** As `WindowActor.send`. */
+  private send(row: number, status: "provisional" | "final" = "provisional", revision = 0): void {
+    this.flags[row]! &= ~Changed;
+    const n = this.nums;
+    const at = row * stride;
+    const count = n[at + Col.count]!;
+    if (count === 0 && status === "provisional") return;
+    n[at + Col.lastEmitAt] = this.env.now();
+    const metric = this.metrics[row]!;
+    const window = this.windows[row]!;
+    const start = n[at + Col.start]!;
+    const end = n[at + Col.end]!;
+    const agg = { count, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
+    this.env.emit({
+      key: this.keys[row]!,
+      metric,
+      window,
+      start,
+      end,
+      dims: this.dims[row]!,
+      status,
+      revision,
+      eventCount: count,
+      lateCount: n[at + Col.lateCount]!,
+      watermark: n[at + Col.watermark]!,
+      values: resultValues(agg, undefined, this.env.rule(metric)?.aggregates ?? ["count"], windowSizeMs(window)),
+    });
+  }
+
+  /** A provisional emit for `row` at `due` (its throttle): rows due within one tick share a timer. */
+  private later(row: number, due: number): void {
+    const at = Math.ceil(due / emitTickMs) * emitTickMs;
+    const pending = this.emits.get(at);
+    if (pending) {
+      pending.rows.push(row);
+      return;
+    }
+    const timer = setTimeout(() => this.emitDue(at), Math.max(0, at - this.env.now()));
+    this.emits.set(at, { rows: [row], timer });
+  }
+
+  private emitDue(at: number): void {
+    const pending = this.emits.get(at);
+    if (!pending) return;
+    this.emits.delete(at);
+    const now = this.env.now();
+    for (const row of pending.rows) {
+      // Gone final, or handed off, since (a row may be a new window's by now: it is pending only if its own).
+      if (!(this.flags[row]! & EmitPending)) continue;
+      const due = this.nums[row * stride + Col.lastEmitAt]! + this.env.emitIntervalMs;
+      if (due > now) {
+        this.later(row, due);
+        continue;
+      }
+      this.flags[row]! &= ~EmitPending;
+      if (this.flags[row]! & Changed) this.send(row);
+    }
+  }
+}
