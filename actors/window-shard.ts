@@ -5,6 +5,7 @@ import { parentWindow, rollupLevel, type RollupRule } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import { otherDims, SeriesAdmission, type AdmissionWindow } from "./series-limit.js";
 import type { WindowActorEnv, WindowMessage } from "./window-actor.js";
+import type { WindowResult } from "./window-result.js";
 import { WindowTable } from "./window-table.js";
 
 /** What one event partition last said about its event-time progress. */
@@ -89,6 +90,11 @@ export class WindowShard {
       actors.holder = table;
       this.table = table;
     }
+  }
+
+  /** The table's open windows that match a query, as provisional results (`WindowTable.query`). */
+  openRows(metric: string, window: string, from: number, to: number, where: Record<string, string>): WindowResult[] {
+    return this.table?.query(metric, window, from, to, where) ?? [];
   }
 
   /** Open windows, as rows of the table or as actors. */

@@ -2,6 +2,7 @@ import { isBasicAggregate } from "./aggregates.js";
 import { actorKey, parseActorKey, saltOfKey } from "./actor-keys.js";
 import { parentWindow, rollupLevel } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
+import type { WindowResult } from "./window-result.js";
 import { resultValues, type WindowActorEnv, type WindowMessage } from "./window-actor.js";
 import { decodeWindowSnapshot, encodeWindowSnapshot } from "./window-snapshot.js";
 import { windowSizeMs } from "./windows.js";
@@ -137,6 +138,25 @@ export class WindowTable {
     return true;
   }
 
+  /**
+   * The open windows of `metric`/`window` starting in [from, to) whose dimensions match `where`,
+   * as provisional results of their current state: the shard answers queries for its rows itself,
+   * so no copy of them is kept elsewhere (README, "Memory").
+   */
+  query(metric: string, window: string, from: number, to: number, where: Record<string, string>): WindowResult[] {
+    const out: WindowResult[] = [];
+    const n = this.nums;
+    for (const row of this.rows.values()) {
+      const start = n[row * stride + Col.start]!;
+      if (start < from || start >= to || this.metrics[row] !== metric || this.windows[row] !== window) continue;
+      const dims = this.dims[row]!;
+      let matches = true;
+      for (const k in where) if (dims[k] !== where[k]) matches = false;
+      if (matches && n[row * stride + Col.count]! > 0) out.push(this.result(row, "provisional", 0));
+    }
+    return out;
+  }
+
   /** The rows changed since the last call, as window snapshots (a checkpoint's cut takes them). */
   collect(put: (key: string, state: Uint8Array) => void): void {
     const flags = this.flags;
@@ -259,17 +279,22 @@ export class WindowTable {
     const count = n[at + Col.count]!;
     if (count === 0 && status === "provisional") return;
     n[at + Col.lastEmitAt] = this.env.now();
+    this.env.emit(this.result(row, status, revision));
+  }
+
+  private result(row: number, status: "provisional" | "final", revision: number): WindowResult {
+    const n = this.nums;
+    const at = row * stride;
     const metric = this.metrics[row]!;
     const window = this.windows[row]!;
-    const start = n[at + Col.start]!;
-    const end = n[at + Col.end]!;
+    const count = n[at + Col.count]!;
     const agg = { count, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
-    this.env.emit({
+    return {
       key: this.keys[row]!,
       metric,
       window,
-      start,
-      end,
+      start: n[at + Col.start]!,
+      end: n[at + Col.end]!,
       dims: this.dims[row]!,
       status,
       revision,
@@ -277,7 +302,9 @@ export class WindowTable {
       lateCount: n[at + Col.lateCount]!,
       watermark: n[at + Col.watermark]!,
       values: resultValues(agg, undefined, this.env.rule(metric)?.aggregates ?? ["count"], windowSizeMs(window)),
-    });
+      shard: undefined,
+      epoch: undefined,
+    };
   }
 
   /** A provisional emit for `row` at `due` (its throttle): rows due within one tick share a timer. */

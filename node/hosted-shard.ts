@@ -10,6 +10,7 @@ import { ActorSystem, type ActorCut } from "../runtime/actor-system.js";
 import type { StateStore } from "../runtime/state-store.js";
 import { foldedAudit } from "./audit.js";
 import { decodeMailbox, encodeMailbox } from "./mailbox-codec.js";
+import type { ResultQuery } from "./results-store.js";
 import { FencedError, type ShardStateLog, type ShardStateWriter } from "./shard-state-log.js";
 import { streams, subjects } from "./streams.js";
 import { SupervisedConsumer } from "./supervised-consumer.js";
@@ -26,9 +27,11 @@ export interface HostedShardSettings {
 
 /**
  * Where a shard's results go. Returns a promise that resolves once the result is durably stored
- * (JetStream acked it), or nothing for a result nobody waits for (provisional ones).
+ * (JetStream acked it), or nothing for a result nobody waits for (provisional ones). `held`: a
+ * provisional result of a row of the shard's table, which answers queries for it (`openRows`),
+ * so a view of open windows need not keep it.
  */
-export type ResultSink = (result: WindowResult) => Promise<unknown> | void;
+export type ResultSink = (result: WindowResult, held?: boolean) => Promise<unknown> | void;
 
 export interface ShardDeps {
   js: JetStreamClient;
@@ -112,6 +115,16 @@ export class HostedShard {
 
   get pendingTimers(): number {
     return this.window.pendingTimers;
+  }
+
+  /** The open windows of the shard's table that match `q`, as provisional results. */
+  openRows(q: ResultQuery): WindowResult[] {
+    const rows = this.window.openRows(q.metric, q.window, q.from, q.to, q.where);
+    for (const r of rows) {
+      r.shard = this.id;
+      r.epoch = this.epoch;
+    }
+    return rows;
   }
 
   /** Open windows: actors and rows of the shard's table. */
@@ -326,7 +339,7 @@ export class HostedShard {
       shardCount: this.deps.shardCount,
       foldedAudit,
       forward: (partials, id) => this.forward(partials, id),
-      table: this.windowEnv,
+      table: { ...this.windowEnv, emit: (result) => this.emit(result, true) },
     });
   }
 
@@ -344,10 +357,10 @@ export class HostedShard {
   }
 
   /** `result` is the actor's own new object: stamped in place rather than copied (one object per window change). */
-  private emit(result: WindowResult): void {
+  private emit(result: WindowResult, held = false): void {
     result.shard = this.id;
     result.epoch = this.epoch;
-    const stored = this.deps.sink(result);
+    const stored = this.deps.sink(result, held && result.status === "provisional");
     if (stored) this.track(stored);
   }
 

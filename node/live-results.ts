@@ -145,15 +145,16 @@ export class LiveResults {
 
   /**
    * `stored` (the results store's answer to `q`, in its order) with the provisional entries of
-   * `q` merged in: a window's newer result wins, by the store's own rule (higher revision; among
+   * `q` merged in, and `held` (open windows that this node's shards answer for themselves, not
+   * kept here): a window's newer result wins, by the store's own rule (higher revision; among
    * provisional ones, more events). Ordered by window start, then dimensions, like the store.
    */
-  merge(stored: WindowResult[], q: ResultQuery): WindowResult[] {
+  merge(stored: WindowResult[], q: ResultQuery, held: WindowResult[] = []): WindowResult[] {
     const live = this.query(q);
-    if (live.length === 0) return stored;
+    if (live.length === 0 && held.length === 0) return stored;
     const byKey = new Map<string, WindowResult>();
     for (const r of stored) byKey.set(r.key, r);
-    for (const r of live) {
+    for (const r of live.concat(held)) {
       const current = byKey.get(r.key);
       if (!current || !isNewer(current, r)) byKey.set(r.key, r);
     }

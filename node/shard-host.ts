@@ -1,4 +1,6 @@
+import type { WindowResult } from "../actors/window-result.js";
 import { HostedShard, type HostedShardSettings, type ShardDeps } from "./hosted-shard.js";
+import type { ResultQuery } from "./results-store.js";
 
 /** The shards this node owns right now, each a `HostedShard` at its ownership epoch. */
 export class ShardHost {
@@ -25,6 +27,13 @@ export class ShardHost {
     const shard = this.shards.get(id);
     this.shards.delete(id);
     await shard?.abandon();
+  }
+
+  /** The open windows that the shards' tables hold for `q` (`HostedShard.openRows`). */
+  openRows(q: ResultQuery): WindowResult[] {
+    const out: WindowResult[] = [];
+    for (const shard of this.shards.values()) out.push(...shard.openRows(q));
+    return out;
   }
 
   /** The least watermark of the shards hosted here (+Infinity when none). */

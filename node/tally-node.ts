@@ -258,7 +258,7 @@ export class TallyNode {
         stateLog: new ShardStateLog(this.js, jsm),
         shardCount: s.shards,
         ruleOf: (metric) => this.known.get(metric),
-        sink: (result) => this.publishResult(result),
+        sink: (result, held) => this.publishResult(result, held),
         onFenced: (shard) => this.controller?.fenced(units.shard(shard)),
         observe: (metric, dimsId, events) => this.hotKeys?.observe(metric, dimsId, events),
         log,
@@ -329,7 +329,7 @@ export class TallyNode {
 
   /** Stored finals and corrections, with the provisional results of open windows merged in. */
   async query(q: ResultQuery): Promise<WindowResult[]> {
-    return this.live.merge(await this.results.query(q), q);
+    return this.live.merge(await this.results.query(q), q, this.shardHost?.openRows(q) ?? []);
   }
 
   /** What this node's RocksDB holds for `q`, without the in-memory provisional view (tests). */
@@ -517,10 +517,11 @@ export class TallyNode {
    * one message (and one ack) per changed window every emit interval was what a node with many
    * active windows spent its time on.
    */
-  private publishResult(result: WindowResult): Promise<unknown> | undefined {
+  private publishResult(result: WindowResult, held = false): Promise<unknown> | undefined {
     try {
       if (result.status === "provisional") {
-        if (this.live.offer(result)) this.notify(result);
+        // A row of a shard's table answers queries itself: the view keeps no copy (README, "Memory").
+        if (held || this.live.offer(result)) this.notify(result);
         this.provisional.add(result);
         return;
       }

@@ -153,10 +153,15 @@ test("a row throttles its provisional results to the emit interval, and a final 
   const waited = Date.now();
   while (plain().length < 2 && Date.now() - waited < 5_000) await new Promise((r) => setTimeout(r, 5));
   assert.deepEqual(plain().map((r) => r.eventCount), [1, 3], "one provisional result with both changes, once the interval passed");
+  // Queries read a row's current state (it is newer than its last provisional result).
+  assert.deepEqual(shard.openRows("plain", "1m", t0, t0 + minute, { device: "d1" }).map((r) => [r.status, r.eventCount, r.values.sum]), [["provisional", 3, 6]]);
+  assert.deepEqual(shard.openRows("plain", "1m", t0, t0 + minute, { device: "d2" }), []);
+  assert.deepEqual(shard.openRows("plain", "1m", t0 + minute, t0 + 2 * minute, {}), []);
   const rowsBefore = shard.activeWindows - system.activeCount;
   await shard.mark(0, { watermark: t0 + minute + 5_000, idle: false });
   assert.deepEqual(plain().map((r) => [r.status, r.eventCount]), [["provisional", 1], ["provisional", 3], ["final", 3]]);
   // The plain 1m window and the sliding one ending with it; the sliding window [t0, t0 + 2m) stays open.
   assert.equal(rowsBefore - (shard.activeWindows - system.activeCount), 2, "a final window leaves the table");
+  assert.deepEqual(shard.openRows("plain", "1m", t0, t0 + minute, {}), [], "and its queries");
   system.reset();
 });
