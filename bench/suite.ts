@@ -9,7 +9,7 @@ import { startLimit } from "./baselines/limit.js";
 import { naiveUnavailable, startNaiveRedis } from "./baselines/naive-redis.js";
 import { startStatsd, statsdUnavailable } from "./baselines/statsd.js";
 import type { GeneratorSpec } from "./generator.js";
-import { measureFreshness, peakRss, probeRule, rss, saturate, startTally, type Freshness, type LoadTiming, type Throughput } from "./harness.js";
+import { measureFreshness, peakRss, probeRule, rss, saturate, sleep, startTally, type Freshness, type LoadTiming, type TallyStack, type Throughput } from "./harness.js";
 import { summarizeProfile, type ProfileEntry } from "./profile.js";
 import type { Workload } from "./workload.js";
 
@@ -45,7 +45,9 @@ export interface TallyRow {
   peakActiveWindows: number;
   rssAtPeakWindows: number;
   /** Once the load stopped and the node drained it: active windows and the node's RSS then. */
-  settled: { activeWindows: number; rssBytes: number };
+  settled: SettledMemory;
+  /** The same, once the node has been idle for `quietMs` more (V8 shrinks its heap when allocation stops; high cardinality only). */
+  quiet?: SettledMemory & { quietMs: number };
   freshness: Freshness;
 }
 
@@ -129,7 +131,8 @@ export class Suite {
       const throughput = await saturate(stack, spec, { ...this.timing, measureMs: this.smoke ? this.timing.measureMs : (c.measureMs ?? this.timing.measureMs) });
       const counters = (await stack.status()).counters;
       await stack.drain(this.smoke ? 5_000 : 20_000); // start the freshness phase on an idle pipeline
-      const settled = { activeWindows: (await stack.status()).activeWindows, rssBytes: rss(stack.node.pid) };
+      const settled = await settledMemory(stack);
+      const quiet = c.oneWindow && !this.smoke ? { ...(await sleep(quietMs).then(() => settledMemory(stack))), quietMs } : undefined;
       const freshness = await measureFreshness(
         stack,
         { ...spec, idPrefix: this.idPrefix(), rate: Math.max(1_000, throughput.eventsPerSec / 2) },
@@ -150,6 +153,7 @@ export class Suite {
         peakActiveWindows: stack.peak.activeWindows,
         rssAtPeakWindows: stack.peak.rss,
         settled,
+        quiet,
         freshness,
       };
       this.result.rows.push(row);
@@ -253,3 +257,20 @@ export class Suite {
     process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
   }
 }
+
+/** What the node holds: RSS, and how V8 and the buffers outside its heap split it (the node's `/v1/status`). */
+export interface SettledMemory {
+  activeWindows: number;
+  rssBytes: number;
+  heapUsedBytes: number;
+  heapTotalBytes: number;
+  externalBytes: number;
+}
+
+async function settledMemory(stack: TallyStack): Promise<SettledMemory> {
+  const s = await stack.status();
+  return { activeWindows: s.activeWindows, rssBytes: rss(stack.node.pid), heapUsedBytes: s.memory.heapUsed, heapTotalBytes: s.memory.heapTotal, externalBytes: s.memory.external };
+}
+
+/** How long the high-cardinality case waits, windows still open, before its second memory reading. */
+const quietMs = 12_000;
