@@ -44,9 +44,11 @@ const emitTickMs = 5;
 export class WindowTable {
   private readonly rows = new Map<string, number>();
   private keys: (string | undefined)[] = [];
-  private metrics: string[] = [];
-  private windows: string[] = [];
   private dims: Record<string, string>[] = [];
+  /** Per row, its metric and window id: an index into `series` (a few per rule), not two references. */
+  private seriesOf = new Uint32Array(0);
+  private series: { metric: string; window: string }[] = [];
+  private seriesIds = new Map<string, number>();
   private nums = new Float64Array(0);
   private flags = new Uint8Array(0);
   private readonly free: number[] = [];
@@ -90,7 +92,7 @@ export class WindowTable {
       if (agg.max > n[at + Col.max]!) n[at + Col.max] = agg.max;
     }
     this.flags[row]! |= Dirty | Changed;
-    const closesAt = n[at + Col.end]! + (this.env.rule(this.metrics[row]!)?.latenessMs ?? 0);
+    const closesAt = n[at + Col.end]! + (this.env.rule(this.series[this.seriesOf[row]!]!.metric)?.latenessMs ?? 0);
     if (watermark >= closesAt) {
       // The whole window arrived after its time: it becomes final at once, all of it late.
       n[at + Col.lateCount] += agg.count;
@@ -145,10 +147,12 @@ export class WindowTable {
    */
   query(metric: string, window: string, from: number, to: number, where: Record<string, string>): WindowResult[] {
     const out: WindowResult[] = [];
+    const id = this.seriesIds.get(`${metric}\t${window}`);
+    if (id === undefined) return out;
     const n = this.nums;
     for (const row of this.rows.values()) {
       const start = n[row * stride + Col.start]!;
-      if (start < from || start >= to || this.metrics[row] !== metric || this.windows[row] !== window) continue;
+      if (start < from || start >= to || this.seriesOf[row] !== id) continue;
       const dims = this.dims[row]!;
       let matches = true;
       for (const k in where) if (dims[k] !== where[k]) matches = false;
@@ -173,8 +177,9 @@ export class WindowTable {
     this.emits.clear();
     this.rows.clear();
     this.keys = [];
-    this.metrics = [];
-    this.windows = [];
+    this.seriesOf = new Uint32Array(0);
+    this.series = [];
+    this.seriesIds.clear();
     this.dims = [];
     this.nums = new Float64Array(0);
     this.flags = new Uint8Array(0);
@@ -195,8 +200,7 @@ export class WindowTable {
     }
     this.rows.set(key, row);
     this.keys[row] = key;
-    this.metrics[row] = metric;
-    this.windows[row] = window;
+    this.seriesOf[row] = this.seriesId(metric, window);
     this.dims[row] = dims;
     const n = this.nums;
     const at = row * stride;
@@ -212,6 +216,17 @@ export class WindowTable {
     return row;
   }
 
+  private seriesId(metric: string, window: string): number {
+    const name = `${metric}\t${window}`;
+    let id = this.seriesIds.get(name);
+    if (id === undefined) {
+      id = this.series.length;
+      this.series.push({ metric, window });
+      this.seriesIds.set(name, id);
+    }
+    return id;
+  }
+
   private remove(key: string, row: number): void {
     this.rows.delete(key);
     this.keys[row] = undefined;
@@ -225,8 +240,11 @@ export class WindowTable {
     nums.set(this.nums);
     const flags = new Uint8Array(capacity);
     flags.set(this.flags);
+    const seriesOf = new Uint32Array(capacity);
+    seriesOf.set(this.seriesOf);
     this.nums = nums;
     this.flags = flags;
+    this.seriesOf = seriesOf;
   }
 
   private finalize(row: number, watermark: number, onTime: boolean): void {
@@ -235,10 +253,10 @@ export class WindowTable {
     this.send(row, "final", 1);
     const at = row * stride;
     const n = this.nums;
-    const metric = this.metrics[row]!;
+    const { metric, window } = this.series[this.seriesOf[row]!]!;
     const rule = this.env.rule(metric);
     const start = n[at + Col.start]!;
-    const up = rule && parentWindow(rule, this.windows[row]!, start);
+    const up = rule && parentWindow(rule, window, start);
     if (up) {
       // Its whole state goes up to the next coarser window of the series (WindowActor.handUp).
       const upKey = actorKey(metric, up.window.id, up.start, parseActorKey(key).dimsId);
@@ -265,7 +283,7 @@ export class WindowTable {
     const at = row * stride;
     const agg = { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
     return encodeWindowSnapshot(
-      { metric: this.metrics[row]!, window: this.windows[row]!, dims: this.dims[row]!, agg, status, revision, lateCount: n[at + Col.lateCount]!, watermark: n[at + Col.watermark]! },
+      { ...this.series[this.seriesOf[row]!]!, dims: this.dims[row]!, agg, status, revision, lateCount: n[at + Col.lateCount]!, watermark: n[at + Col.watermark]! },
       n[at + Col.start]!,
       n[at + Col.end]!,
     );
@@ -285,8 +303,7 @@ export class WindowTable {
   private result(row: number, status: "provisional" | "final", revision: number): WindowResult {
     const n = this.nums;
     const at = row * stride;
-    const metric = this.metrics[row]!;
-    const window = this.windows[row]!;
+    const { metric, window } = this.series[this.seriesOf[row]!]!;
     const count = n[at + Col.count]!;
     const agg = { count, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
     return {
