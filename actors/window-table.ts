@@ -282,8 +282,10 @@ export class WindowTable {
     const n = this.nums;
     const at = row * stride;
     const agg = { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
+    const { metric, window } = this.series[this.seriesOf[row]!]!;
+    // Field by field: a spread here cost ~4 µs a row (window-snapshot.ts says why that matters).
     return encodeWindowSnapshot(
-      { ...this.series[this.seriesOf[row]!]!, dims: this.dims[row]!, agg, status, revision, lateCount: n[at + Col.lateCount]!, watermark: n[at + Col.watermark]! },
+      { metric, window, dims: this.dims[row]!, agg, status, revision, lateCount: n[at + Col.lateCount]!, watermark: n[at + Col.watermark]! },
       n[at + Col.start]!,
       n[at + Col.end]!,
     );
