@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { nodeDefaults } from "../node/tally-node.js";
 import { streams } from "../node/streams.js";
+import { mayHoldFinals } from "../node/final-batches.js";
+import { resultsOf } from "../node/provisional-batcher.js";
 import { Generator, rss, sleep, startTally } from "./harness.js";
 import { summarizeProfile } from "./profile.js";
 import { protoBatch } from "./scenarios/robots.js";
@@ -29,14 +31,18 @@ const shards = (await stack.status()).shards.map((s) => `shard-${s.shard}`);
 const finals = new Map<number, { n: number; first: number; last: number }>();
 stack.nc.subscribe("results.devices.>", {
   callback: (_e, m) => {
-    if (m.data[0] !== 0x7b) return; // a batch of provisional results
-    const { end, status } = JSON.parse(m.string()) as { end: number; status: string };
-    if (status !== "final") return;
-    const after = Date.now() - (end + 5_000);
-    const f = finals.get(end) ?? { n: 0, first: after, last: after };
-    f.n++;
-    f.last = Math.max(f.last, after);
-    finals.set(end, f);
+    const text = m.string();
+    if (!mayHoldFinals(text)) return; // a batch of provisional results
+    const at = Date.now();
+    // One final alone (as versions before batched finals published them) or a batch of them.
+    for (const { end, status } of resultsOf(text)) {
+      if (status !== "final") continue;
+      const after = at - (end + 5_000);
+      const f = finals.get(end) ?? { n: 0, first: after, last: after };
+      f.n++;
+      f.last = Math.max(f.last, after);
+      finals.set(end, f);
+    }
   },
 });
 const generator = await Generator.start({ workload: { ...protoBatch(10_000), devices }, idPrefix: `l${Date.now()}`, target: { nats: stack.nats.url }, tsOffsetMs: 0, rate });

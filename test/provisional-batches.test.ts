@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import type { WindowResult } from "../actors/window-result.js";
 import { resultsOf } from "../node/provisional-batcher.js";
 import { streams } from "../node/streams.js";
 import { readStream, revisionConflicts } from "./exactness.js";
@@ -28,7 +27,7 @@ after(async () => {
 
 const device = (i: number) => `d${String(i).padStart(4, "0")}`;
 
-test("many windows' provisional results share messages; finals stay one exact message each, never followed by a stale provisional", async () => {
+test("many windows' provisional results share messages, and so do their finals, exact, never followed by a stale provisional", async () => {
   // Event time well ahead of the clock (within the 5 minutes allowed), so the windows stay open until we move the watermark.
   const start = Math.floor((Date.now() + 3 * 60_000) / 10_000) * 10_000;
   const query = async () => {
@@ -66,18 +65,23 @@ test("many windows' provisional results share messages; finals stay one exact me
     Array.from({ length: devices }, (_, i) => [device(i), 1, 1, 1]).sort(),
   );
 
-  // Batched: provisional results travel many per message (a JSON array); finals one per message.
-  const provisionalMessages = published.filter((m) => m.body.startsWith("["));
-  const provisional = provisionalMessages.flatMap((m) => resultsOf(m.body));
+  // Batched: provisional results travel many per message (a JSON array), and so do finals, each
+  // batch of one kind only (README, "Results").
+  assert.ok(published.every((m) => m.body.startsWith("[")), "every results message is a batch");
+  const batches = published.map((m) => resultsOf(m.body));
+  const provisionalMessages = batches.filter((b) => b[0]!.status === "provisional");
+  const finalMessages = batches.filter((b) => b[0]!.status !== "provisional");
+  for (const b of batches) assert.ok(b.every((r) => (r.status === "provisional") === (b[0]!.status === "provisional")), "a batch holds one kind");
+  const provisional = provisionalMessages.flat();
   assert.ok(provisional.length >= devices, `every window had a provisional result (${provisional.length})`);
-  assert.ok(provisional.every((r) => r.status === "provisional"), "a batch holds provisional results only");
   assert.ok(
     provisionalMessages.length * 5 <= provisional.length,
     `${provisional.length} provisional results in ${provisionalMessages.length} messages: not batched`,
   );
-  const single = published.filter((m) => !m.body.startsWith("[")).map((m) => JSON.parse(m.body) as WindowResult);
-  assert.equal(single.filter((r) => r.status === "final" && r.start === start).length, devices);
-  assert.ok(single.every((r) => r.status !== "provisional"));
+  const finalResults = finalMessages.flat().filter((r) => r.start === start);
+  assert.equal(finalResults.length, devices, "one final per window");
+  assert.equal(new Set(finalResults.map((r) => r.key)).size, devices);
+  assert.ok(finalMessages.length * 5 <= finalResults.length, `${finalResults.length} finals in ${finalMessages.length} messages: not batched`);
 
   // In the stream's order, no window's provisional result comes after its final one.
   const stream = await readStream(nc, streams.results);
