@@ -19,10 +19,16 @@ const rate = Number(positionals[0] ?? 15_000);
 const seconds = Number(positionals[1] ?? 60);
 const devices = Number(values.devices ?? 200_000);
 const stack = await startTally({ metrics: [{ name: "devices", kind: "status", groupBy: ["device"], aggregates: ["count"], window: "1m", lateness: "5s" }] }, { profileDir: values.profile });
+/** Messages not yet delivered, and delivered but not yet acked (a shard acks its mailbox at its checkpoints, after applying). */
 const pending = async (stream: string, names: string[]) => {
   let n = 0;
-  for (const name of names) n += (await stack.jsm.consumers.info(stream, name).catch(() => undefined))?.num_pending ?? 0;
-  return n;
+  let unacked = 0;
+  for (const name of names) {
+    const info = await stack.jsm.consumers.info(stream, name).catch(() => undefined);
+    n += info?.num_pending ?? 0;
+    unacked += info?.num_ack_pending ?? 0;
+  }
+  return [n, unacked] as const;
 };
 const routers = Array.from({ length: nodeDefaults.partitions }, (_, p) => `router-${p}`);
 const shards = (await stack.status()).shards.map((s) => `shard-${s.shard}`);
@@ -51,10 +57,12 @@ try {
   while (Date.now() - started < seconds * 1000) {
     await sleep(2_000);
     const s = await stack.status();
-    const [events, mailbox] = await Promise.all([pending(streams.events, routers), pending(streams.mailbox, shards)]);
+    const [[events], [mailbox, unapplied]] = await Promise.all([pending(streams.events, routers), pending(streams.mailbox, shards)]);
     const t = Math.round((Date.now() - started) / 1000);
+    // Event time is wall time here: how far the shards' watermark trails the newest events (2 s of it is the out-of-orderness).
+    const behind = s.watermark === null ? "-" : `${((Date.now() - s.watermark) / 1000).toFixed(1)} s`;
     const closed = [...finals].map(([end, f]) => `${new Date(end).toISOString().slice(11, 19)}: ${f.n} finals ${f.first}–${f.last} ms after close`).join(", ");
-    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox}  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB  ${closed}`);
+    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox} (${unapplied} unacked)  watermark ${behind} behind  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB  ${closed}`);
   }
 } finally {
   await generator.stop();
