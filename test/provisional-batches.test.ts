@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { WindowResult } from "../actors/window-result.js";
 import { resultsOf } from "../node/provisional-batcher.js";
 import { streams } from "../node/streams.js";
 import { readStream, revisionConflicts } from "./exactness.js";
@@ -91,4 +92,46 @@ test("many windows' provisional results share messages, and so do their finals, 
     else finalSeen.add(result.key);
   }
   assert.deepEqual(revisionConflicts(stream), []);
+});
+
+test("a batch of finals published again (a replay after a recovery, batched otherwise) changes no answer and tells no subscriber twice", async () => {
+  const start = Math.floor((Date.now() - 30 * 60_000) / 10_000) * 10_000;
+  // No shard or epoch: not fenced (the node's own shards' epochs are whatever placement gave them).
+  const final = (d: string, count: number): WindowResult => ({
+    key: `devices|10s|${start}|${d}`,
+    metric: "devices",
+    window: "10s",
+    start,
+    end: start + 10_000,
+    dims: { device: d },
+    status: "final",
+    revision: 1,
+    eventCount: count,
+    lateCount: 0,
+    watermark: start + 10_000,
+    values: { count },
+  });
+  const heard: WindowResult[] = [];
+  const stop = node.node.onResult((r) => r.start === start && heard.push(r));
+  const q = { metric: "devices", window: "10s", from: start, to: start + 10_000, where: {} };
+  try {
+    const first = [final("x1", 3), final("x2", 4), final("x3", 5)];
+    nc.publish("results.devices.10s", JSON.stringify(first));
+    const stored = await eventually(async () => ((r) => (r.length === 3 ? r : undefined))(await node.node.storedResults(q)), 10_000, "the batch stored");
+    assert.deepEqual(stored.map((r) => [r.dims.device, r.values.count]), [["x1", 3], ["x2", 4], ["x3", 5]]);
+    await eventually(async () => (heard.length === 3 ? true : undefined), 10_000, "subscribers told");
+
+    // Again, in another order, split otherwise, one even with other content: the first stays.
+    nc.publish("results.devices.10s", JSON.stringify([final("x3", 5)]));
+    nc.publish("results.devices.10s", JSON.stringify([final("x2", 40), final("x1", 3)]));
+    // A marker after them: once it is stored, the duplicates before it were handled.
+    nc.publish("results.devices.10s", JSON.stringify([final("x4", 1)]));
+    await eventually(async () => ((await node.node.storedResults(q)).length === 4 ? true : undefined), 10_000, "the marker stored");
+    assert.deepEqual((await node.node.storedResults(q)).map((r) => [r.dims.device, r.values.count]), [["x1", 3], ["x2", 4], ["x3", 5], ["x4", 1]]);
+    assert.deepEqual((await node.node.query(q)).map((r) => [r.dims.device, r.values.count]), [["x1", 3], ["x2", 4], ["x3", 5], ["x4", 1]]);
+    await eventually(async () => (heard.length >= 4 ? true : undefined), 10_000, "the marker told");
+    assert.deepEqual(heard.map((r) => r.dims.device), ["x1", "x2", "x3", "x4"], "nobody told twice");
+  } finally {
+    stop();
+  }
 });
