@@ -43,7 +43,20 @@ export interface WindowShardOptions {
    * table rather than an actor each (`WindowTable`); without it, every window is an actor.
    */
   table?: WindowActorEnv;
+  /**
+   * Windows told to fire (or purge) at a time: between two slices `mark` waits for `pause`, so a
+   * minute closing at hundreds of thousands of windows does not hold the event loop for seconds
+   * (other shards' mailboxes, routers, acks and provisional results go on in between).
+   */
+  fireSlice?: number;
+  /** What `mark` waits for between slices (default: the event loop's next turn, `setImmediate`). */
+  pause?: () => Promise<void>;
 }
+
+/** Windows fired per slice by default: ~5–10 ms of work for count windows here. */
+export const defaultFireSlice = 1_000;
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * A window's state is purged this long after its horizon, not at it: the router judges
@@ -264,18 +277,30 @@ export class WindowShard {
     const next = Math.min(...considered.map((m) => m.watermark));
     if (next <= this.current) return;
     this.current = next;
+    const slice = this.options.fireSlice ?? defaultFireSlice;
+    const pause = this.options.pause ?? nextTurn;
     for (let level = 0; level < this.fires.length; level++) {
       const due = [...(this.fires[level]?.due(next) ?? [])];
       if (due.length === 0) continue;
       if (level > 0) await this.actors.idle();
-      for (const key of due) {
+      const fire: WindowMessage = { type: "fire", watermark: next };
+      for (let i = 0; i < due.length; i++) {
+        // Nothing else reaches this shard's windows meanwhile but their own processing-time
+        // timers (provisional results): the finals are the same, sliced or not.
+        if (i > 0 && i % slice === 0) await pause();
+        const key = due[i]!;
         this.subs.delete(key);
         if (this.table?.has(key)) this.table.fire(key, next);
-        else this.actors.send(key, { type: "fire", watermark: next });
+        else this.actors.send(key, fire);
       }
     }
-    // A row is open, so never due for a purge (that is a horizon after its close).
-    for (const key of this.purges.due(next)) if (!this.table?.has(key)) this.actors.send(key, { type: "purge" });
+    const purge: WindowMessage = { type: "purge" };
+    let n = 0;
+    for (const key of [...this.purges.due(next)]) {
+      if (n++ > 0 && n % slice === 0) await pause();
+      // A row is open, so never due for a purge (that is a horizon after its close).
+      if (!this.table?.has(key)) this.actors.send(key, purge);
+    }
     this.admission.advance(next);
   }
 

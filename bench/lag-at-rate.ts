@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { nodeDefaults } from "../node/tally-node.js";
 import { streams } from "../node/streams.js";
+import { mayHoldFinals } from "../node/final-batches.js";
+import { resultsOf } from "../node/provisional-batcher.js";
 import { Generator, rss, sleep, startTally } from "./harness.js";
 import { summarizeProfile } from "./profile.js";
 import { protoBatch } from "./scenarios/robots.js";
@@ -17,10 +19,16 @@ const rate = Number(positionals[0] ?? 15_000);
 const seconds = Number(positionals[1] ?? 60);
 const devices = Number(values.devices ?? 200_000);
 const stack = await startTally({ metrics: [{ name: "devices", kind: "status", groupBy: ["device"], aggregates: ["count"], window: "1m", lateness: "5s" }] }, { profileDir: values.profile });
+/** Messages not yet delivered, and delivered but not yet acked (a shard acks its mailbox at its checkpoints, after applying). */
 const pending = async (stream: string, names: string[]) => {
   let n = 0;
-  for (const name of names) n += (await stack.jsm.consumers.info(stream, name).catch(() => undefined))?.num_pending ?? 0;
-  return n;
+  let unacked = 0;
+  for (const name of names) {
+    const info = await stack.jsm.consumers.info(stream, name).catch(() => undefined);
+    n += info?.num_pending ?? 0;
+    unacked += info?.num_ack_pending ?? 0;
+  }
+  return [n, unacked] as const;
 };
 const routers = Array.from({ length: nodeDefaults.partitions }, (_, p) => `router-${p}`);
 const shards = (await stack.status()).shards.map((s) => `shard-${s.shard}`);
@@ -29,14 +37,18 @@ const shards = (await stack.status()).shards.map((s) => `shard-${s.shard}`);
 const finals = new Map<number, { n: number; first: number; last: number }>();
 stack.nc.subscribe("results.devices.>", {
   callback: (_e, m) => {
-    if (m.data[0] !== 0x7b) return; // a batch of provisional results
-    const { end, status } = JSON.parse(m.string()) as { end: number; status: string };
-    if (status !== "final") return;
-    const after = Date.now() - (end + 5_000);
-    const f = finals.get(end) ?? { n: 0, first: after, last: after };
-    f.n++;
-    f.last = Math.max(f.last, after);
-    finals.set(end, f);
+    const text = m.string();
+    if (!mayHoldFinals(text)) return; // a batch of provisional results
+    const at = Date.now();
+    // One final alone (as versions before batched finals published them) or a batch of them.
+    for (const { end, status } of resultsOf(text)) {
+      if (status !== "final") continue;
+      const after = at - (end + 5_000);
+      const f = finals.get(end) ?? { n: 0, first: after, last: after };
+      f.n++;
+      f.last = Math.max(f.last, after);
+      finals.set(end, f);
+    }
   },
 });
 const generator = await Generator.start({ workload: { ...protoBatch(10_000), devices }, idPrefix: `l${Date.now()}`, target: { nats: stack.nats.url }, tsOffsetMs: 0, rate });
@@ -46,10 +58,12 @@ try {
   while (Date.now() - started < seconds * 1000) {
     await sleep(2_000);
     const s = await stack.status();
-    const [events, mailbox] = await Promise.all([pending(streams.events, routers), pending(streams.mailbox, shards)]);
+    const [[events], [mailbox, unapplied]] = await Promise.all([pending(streams.events, routers), pending(streams.mailbox, shards)]);
     const t = Math.round((Date.now() - started) / 1000);
+    // Event time is wall time here: how far the shards' watermark trails the newest events (2 s of it is the out-of-orderness).
+    const behind = s.watermark === null ? "-" : `${((Date.now() - s.watermark) / 1000).toFixed(1)} s`;
     const closed = [...finals].map(([end, f]) => `${new Date(end).toISOString().slice(11, 19)}: ${f.n} finals ${f.first}–${f.last} ms after close`).join(", ");
-    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox}  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB (heap ${mib(s.memory.heapUsed)}/${mib(s.memory.heapTotal)}, external ${mib(s.memory.external)})  ${closed}`);
+    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox} (${unapplied} unacked)  watermark ${behind} behind  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB (heap ${mib(s.memory.heapUsed)}/${mib(s.memory.heapTotal)}, external ${mib(s.memory.external)})  ${closed}`);
   }
 } finally {
   await generator.stop();

@@ -25,13 +25,22 @@ export interface HostedShardSettings {
   compactAfterBytes: number;
 }
 
-/**
- * Where a shard's results go. Returns a promise that resolves once the result is durably stored
- * (JetStream acked it), or nothing for a result nobody waits for (provisional ones). `held`: a
- * provisional result of a row of the shard's table, which answers queries for it (`openRows`),
- * so a view of open windows need not keep it.
- */
-export type ResultSink = (result: WindowResult, held?: boolean) => Promise<unknown> | void;
+/** Where a shard's results go. */
+export interface ResultSink {
+  /**
+   * Every result, as its window emits it: a provisional one is published from here (nobody
+   * waits for it); a final or corrected one only announces itself (say, to drop the window's
+   * provisional result still waiting to go out) and comes again in `finals`. `held`: a
+   * provisional result of a row of the shard's table, which answers queries for it (`openRows`),
+   * so a view of open windows need not keep it.
+   */
+  emitted(result: WindowResult, held?: boolean): void;
+  /**
+   * Final and corrected results, in the order they were emitted, gathered over one turn of the
+   * event loop: resolves once every one of them is durably stored (JetStream acked it).
+   */
+  finals(results: WindowResult[]): Promise<unknown>;
+}
 
 export interface ShardDeps {
   js: JetStreamClient;
@@ -86,6 +95,9 @@ export class HostedShard {
   private incarnation = 0;
   /** Deliveries and cuts take turns: a cut must fall between two mailbox messages. */
   private turn: Promise<unknown> = Promise.resolve();
+  /** Final and corrected results emitted and not yet handed to the sink: they go in batches (`flushFinals`). */
+  private finals: WindowResult[] = [];
+  private finalsFlush?: NodeJS.Immediate;
   checkpoints = 0;
 
   constructor(
@@ -165,6 +177,7 @@ export class HostedShard {
   async abandon(): Promise<void> {
     await this.consumer?.stop();
     this.incarnation++;
+    this.dropFinals();
     // Its RocksDB write must be over before anyone reads this shard's local state again.
     await this.inflight;
     this.actors.reset();
@@ -177,6 +190,7 @@ export class HostedShard {
     await this.inflight;
     this.failure = undefined;
     this.actors.reset();
+    this.dropFinals();
     this.outbox = new Set();
     this.outboxFailure = undefined;
     this.unacked = undefined;
@@ -253,6 +267,8 @@ export class HostedShard {
     const writer = this.writer;
     if (!writer || this.inflight) return;
     while (this.actors.pendingCount > 0) await this.actors.idle();
+    // The finals emitted up to here belong to this cut: handed over now, so it waits for them.
+    this.flushFinals();
     const meta = encode<ShardMeta>({ position: this.position, shard: this.window.save() });
     const actors = this.actors.cut([[this.metaKey, meta]]);
     const outputs = [...this.outbox];
@@ -356,12 +372,41 @@ export class HostedShard {
     }
   }
 
-  /** `result` is the actor's own new object: stamped in place rather than copied (one object per window change). */
+  /**
+   * `result` is the actor's own new object: stamped in place rather than copied (one object per
+   * window change). A final or corrected one waits for the end of this turn of the event loop
+   * (or the next cut), so the finals of many windows go out together.
+   */
   private emit(result: WindowResult, held = false): void {
     result.shard = this.id;
     result.epoch = this.epoch;
-    const stored = this.deps.sink(result, held && result.status === "provisional");
-    if (stored) this.track(stored);
+    this.deps.sink.emitted(result, held && result.status === "provisional");
+    if (result.status === "provisional") return;
+    this.finals.push(result);
+    this.finalsFlush ??= setImmediate(() => this.flushFinals());
+  }
+
+  /** Hands the finals gathered so far to the sink; the next checkpoint waits until they are stored. */
+  private flushFinals(): void {
+    if (this.finalsFlush) clearImmediate(this.finalsFlush);
+    this.finalsFlush = undefined;
+    if (this.finals.length === 0) return;
+    const batch = this.finals;
+    this.finals = [];
+    let stored: Promise<unknown>;
+    try {
+      stored = this.deps.sink.finals(batch);
+    } catch (e) {
+      stored = Promise.reject(e); // a closed connection: the shard fails and recovers
+    }
+    this.track(stored);
+  }
+
+  /** A recovery or an abandon: what the failed incarnation emitted and did not hand over is not its to send. */
+  private dropFinals(): void {
+    if (this.finalsFlush) clearImmediate(this.finalsFlush);
+    this.finalsFlush = undefined;
+    this.finals = [];
   }
 
   /** An output in flight: the next checkpoint waits until it is stored; a failure fails the shard. */

@@ -21,7 +21,13 @@ export interface EpochSeen {
   epoch: number;
 }
 
-export type PutOutcome = "stored" | "older" | "stale";
+/**
+ * `duplicate`: the store already holds this window at this same final or corrected revision (a
+ * re-publish: a shard replaying after a recovery). Not stored again and not news for subscribers:
+ * since finals travel in batches (README, "Results") JetStream's de-duplication by message id no
+ * longer catches a re-emitted result, so the store does.
+ */
+export type PutOutcome = "stored" | "older" | "duplicate" | "stale";
 
 /**
  * The latest result of every window this node has seen on the results stream, in RocksDB.
@@ -56,8 +62,10 @@ export class ResultsStore {
 
   /**
    * `putAll`, saying why a result was not stored: `older` (the store holds this window at a
-   * newer or equal revision: it is final already) or `stale` (from a shard epoch older than one
-   * seen before it; an `EpochSeen` is always `stale`).
+   * newer revision, or is given a provisional result of a window it has at that revision),
+   * `duplicate` (the same final or corrected revision again: the first one stays, as JetStream's
+   * de-duplication kept the first) or `stale` (from a shard epoch older than one seen before it;
+   * an `EpochSeen` is always `stale`).
    */
   async putAllDetailed(results: readonly (WindowResult | EpochSeen)[]): Promise<PutOutcome[]> {
     const writes = new Map<string, Uint8Array>();
@@ -95,6 +103,7 @@ export class ResultsStore {
       if (key === undefined || "seen" in result) return "stale";
       const current = latest.get(key);
       if (current && isNewer(current, result)) return "older";
+      if (current && result.revision > 0 && current.revision === result.revision) return "duplicate";
       latest.set(key, result);
       writes.set(key, Buffer.from(JSON.stringify(result)));
       return "stored";

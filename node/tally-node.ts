@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { jetstream, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
@@ -17,7 +17,8 @@ import { HotKeyJudge } from "./hot-key-judge.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import type { IngestCounters } from "./partition-ingest.js";
 import { PartitionHost } from "./partition-host.js";
-import { ProvisionalBatcher } from "./provisional-batcher.js";
+import { ProvisionalBatcher, resultsOf } from "./provisional-batcher.js";
+import { finalBatches, mayHoldFinals } from "./final-batches.js";
 import { LiveResults, liveResultsDefaults } from "./live-results.js";
 import { warmLiveResults, warmupSpanMs } from "./live-warmup.js";
 import { dropResultsBefore, ResultsStore, type EpochSeen, type ResultQuery } from "./results-store.js";
@@ -109,6 +110,8 @@ export const provisionalFlushMs = 50;
  * whole messages; 1000 messages of 256 KiB made the server drop this node as a slow consumer).
  */
 const provisionalBatchChars = 32 * 1024;
+/** The same for a batch of final and corrected results (`publishFinals`). */
+const finalBatchChars = 32 * 1024;
 const resultsAckPending = 2_000;
 
 /** Results stored (one read batch, one write batch) at a time by the results consumer. */
@@ -206,7 +209,7 @@ export class TallyNode {
       maxBytes: provisionalBatchChars,
       subjectOf: (result) => subjects.results(result.metric, result.window),
       // On the live connection, which does not hear its own messages: this node takes its own
-      // provisional results straight into its view (publishResult), without parsing them back.
+      // provisional results straight into its view (`emitted`), without parsing them back.
       publish: (subject, body) => this.liveNc!.publish(subject, body),
     });
     const router = new Router([], s.shards);
@@ -258,7 +261,7 @@ export class TallyNode {
         stateLog: new ShardStateLog(this.js, jsm),
         shardCount: s.shards,
         ruleOf: (metric) => this.known.get(metric),
-        sink: (result, held) => this.publishResult(result, held),
+        sink: { emitted: (result, held) => this.emitted(result, held), finals: (results) => this.publishFinals(results) },
         onFenced: (shard) => this.controller?.fenced(units.shard(shard)),
         observe: (metric, dimsId, events) => this.hotKeys?.observe(metric, dimsId, events),
         log,
@@ -510,29 +513,33 @@ export class TallyNode {
   }
 
   /**
-   * Final and corrected results are JetStream publishes, acked before the shard's checkpoint
-   * (exactly once). Provisional results are batched (`ProvisionalBatcher`: one message per
-   * results subject every `provisionalFlushMs`, a JSON array) and published without waiting for
-   * JetStream's ack: the stream still stores them, but each is superseded by the next anyway, and
-   * one message (and one ack) per changed window every emit interval was what a node with many
-   * active windows spent its time on.
+   * A result as a shard's window emits it. Provisional results are batched (`ProvisionalBatcher`:
+   * one message per results subject every `provisionalFlushMs`, a JSON array) and published
+   * without waiting for JetStream's ack: the stream still stores them, but each is superseded by
+   * the next anyway, and one message (and one ack) per changed window every emit interval was
+   * what a node with many active windows spent its time on. A final or corrected result drops its
+   * window's provisional result still waiting, and goes out with its shard's next `publishFinals`.
    */
-  private publishResult(result: WindowResult, held = false): Promise<unknown> | undefined {
-    try {
-      if (result.status === "provisional") {
-        // A row of a shard's table answers queries itself: the view keeps no copy (README, "Memory").
-        if (held || this.live.offer(result)) this.notify(result);
-        this.provisional.add(result);
-        return;
-      }
-      this.provisional.supersede(result);
-    } catch (e) {
-      return Promise.reject(e); // a closed connection: the shard fails and recovers, as for a final
+  private emitted(result: WindowResult, held = false): void {
+    if (result.status !== "provisional") return this.provisional.supersede(result);
+    // A row of a shard's table answers queries itself: the view keeps no copy (README, "Memory").
+    if (held || this.live.offer(result)) this.notify(result);
+    this.provisional.add(result);
+  }
+
+  /**
+   * Final and corrected results are JetStream publishes, acked before the shard's checkpoint
+   * (exactly once): batched too (`finalBatches`, one message per results subject of up to
+   * `finalBatchChars`), through the acked publisher. When a minute closes, every window of it goes
+   * final at once (200k for 200k series); one publish, message id, ack and promise per result
+   * made that burst seconds long, and so did storing and delivering 200k messages.
+   */
+  private publishFinals(results: WindowResult[]): Promise<unknown> {
+    const sent: Promise<unknown>[] = [];
+    for (const batch of finalBatches(results, (r) => subjects.results(r.metric, r.window), finalBatchChars)) {
+      sent.push(this.publisher.publish(batch.subject, batch.body, { msgID: batch.id }));
     }
-    // Through the acked publisher, not js.publish: when a minute closes, every window of it goes
-    // final at once (200k publishes for 200k series), and js.publish's request per message made
-    // that burst seconds long.
-    return this.publisher.publish(subjects.results(result.metric, result.window), JSON.stringify(result), { msgID: resultId(result) });
+    return Promise.all(sent);
   }
 
   /**
@@ -559,10 +566,13 @@ export class TallyNode {
    * RocksDB work. Finals and corrections (single objects) are left to the results consumer.
    */
   private takeLive(data: Uint8Array): void {
-    if (data[0] !== 0x5b) return; // "[": a batch of provisional results
+    if (data[0] !== 0x5b) return; // "[": a batch of results
+    const text = textDecoder.decode(data);
+    // A batch of finals (the results consumer's): not parsed here too.
+    if (!text.includes('"status":"provisional"')) return;
     let results: WindowResult[];
     try {
-      results = JSON.parse(textDecoder.decode(data)) as WindowResult[];
+      results = JSON.parse(text) as WindowResult[];
     } catch {
       return; // not ours to judge: the results consumer sees the same message
     }
@@ -575,25 +585,28 @@ export class TallyNode {
 
   /**
    * The results consumer: final and corrected results into RocksDB, in stream order, then to
-   * subscribers. A batch of provisional results is not stored: only its shard epochs are taken
-   * (they fence older epochs' finals, as before), found without parsing it; the live subscription
-   * handles its results, and `warmLive` those published before it began.
+   * subscribers (a batch of them, or one alone, as an older version published them). A batch of
+   * provisional results is not stored: only its shard epochs are taken (they fence older epochs'
+   * finals, as before), found without parsing it; the live subscription handles its results, and
+   * `warmLive` those published before it began.
    */
   private async storeResults(batch: JsMsg[]): Promise<void> {
     const items: (WindowResult | EpochSeen)[] = [];
     for (const m of batch) {
-      if (m.data[0] === 0x5b) {
-        items.push(...epochsIn(m.string()));
+      const text = m.string();
+      if (m.data[0] === 0x5b && !mayHoldFinals(text)) {
+        items.push(...epochsIn(text));
         continue;
       }
-      const result = JSON.parse(m.string()) as WindowResult;
-      if (result.status === "provisional") {
-        // One provisional result alone (a node of an older version publishes them so): the view's too.
-        if (this.live.offer(result) && m.seq > this.liveFromSeq) this.notify(result);
-        if (result.shard !== undefined && result.epoch !== undefined) items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
-        continue;
+      for (const result of resultsOf(text)) {
+        if (result.status === "provisional") {
+          // A provisional result alone (a node of an older version publishes them so): the view's too.
+          if (m.data[0] !== 0x5b && this.live.offer(result) && m.seq > this.liveFromSeq) this.notify(result);
+          if (result.shard !== undefined && result.epoch !== undefined) items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
+          continue;
+        }
+        items.push(result);
       }
-      items.push(result);
     }
     for (let from = 0; from < items.length; from += storeSlice) {
       const slice = items.slice(from, from + storeSlice);
@@ -633,11 +646,6 @@ export function epochsIn(text: string): EpochSeen[] {
     if (epoch > (newest.get(shard) ?? -1)) newest.set(shard, epoch);
   }
   return [...newest].map(([shard, epoch]) => ({ seen: "epoch", shard, epoch }));
-}
-
-/** Sinks are idempotent by (window key, revision); JetStream drops a re-emitted final/correction. */
-function resultId(result: WindowResult): string {
-  return `${createHash("sha1").update(result.key).digest("base64url")}#${result.revision}`;
 }
 
 function nodeIdIn(dataDir: string): string {

@@ -121,9 +121,16 @@ function hostShard(key: string, stateLog: ShardStateLog, store: RocksStateStore,
       stateLog,
       shardCount,
       ruleOf: () => rule,
-      sink: async (result) => {
-        results.push(result);
-        for (const w of waiting.filter((w) => result.eventCount >= w.count)) w.resolve();
+      sink: {
+        emitted: (result) => {
+          if (result.status !== "provisional") return;
+          results.push(result);
+          for (const w of waiting.filter((w) => result.eventCount >= w.count)) w.resolve();
+        },
+        finals: async (finals) => {
+          results.push(...finals);
+          for (const w of waiting.filter((w) => finals.some((result) => result.eventCount >= w.count))) w.resolve();
+        },
       },
       onFenced: () => assert.fail("not fenced"),
       log: (message) => logs.push(message),

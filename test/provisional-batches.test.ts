@@ -28,7 +28,7 @@ after(async () => {
 
 const device = (i: number) => `d${String(i).padStart(4, "0")}`;
 
-test("many windows' provisional results share messages; finals stay one exact message each, never followed by a stale provisional", async () => {
+test("many windows' provisional results share messages, and so do their finals, exact, never followed by a stale provisional", async () => {
   // Event time well ahead of the clock (within the 5 minutes allowed), so the windows stay open until we move the watermark.
   const start = Math.floor((Date.now() + 3 * 60_000) / 10_000) * 10_000;
   const query = async () => {
@@ -66,18 +66,23 @@ test("many windows' provisional results share messages; finals stay one exact me
     Array.from({ length: devices }, (_, i) => [device(i), 1, 1, 1]).sort(),
   );
 
-  // Batched: provisional results travel many per message (a JSON array); finals one per message.
-  const provisionalMessages = published.filter((m) => m.body.startsWith("["));
-  const provisional = provisionalMessages.flatMap((m) => resultsOf(m.body));
+  // Batched: provisional results travel many per message (a JSON array), and so do finals, each
+  // batch of one kind only (README, "Results").
+  assert.ok(published.every((m) => m.body.startsWith("[")), "every results message is a batch");
+  const batches = published.map((m) => resultsOf(m.body));
+  const provisionalMessages = batches.filter((b) => b[0]!.status === "provisional");
+  const finalMessages = batches.filter((b) => b[0]!.status !== "provisional");
+  for (const b of batches) assert.ok(b.every((r) => (r.status === "provisional") === (b[0]!.status === "provisional")), "a batch holds one kind");
+  const provisional = provisionalMessages.flat();
   assert.ok(provisional.length >= devices, `every window had a provisional result (${provisional.length})`);
-  assert.ok(provisional.every((r) => r.status === "provisional"), "a batch holds provisional results only");
   assert.ok(
     provisionalMessages.length * 5 <= provisional.length,
     `${provisional.length} provisional results in ${provisionalMessages.length} messages: not batched`,
   );
-  const single = published.filter((m) => !m.body.startsWith("[")).map((m) => JSON.parse(m.body) as WindowResult);
-  assert.equal(single.filter((r) => r.status === "final" && r.start === start).length, devices);
-  assert.ok(single.every((r) => r.status !== "provisional"));
+  const finalResults = finalMessages.flat().filter((r) => r.start === start);
+  assert.equal(finalResults.length, devices, "one final per window");
+  assert.equal(new Set(finalResults.map((r) => r.key)).size, devices);
+  assert.ok(finalMessages.length * 5 <= finalResults.length, `${finalResults.length} finals in ${finalMessages.length} messages: not batched`);
 
   // In the stream's order, no window's provisional result comes after its final one.
   const stream = await readStream(nc, streams.results);
@@ -87,4 +92,46 @@ test("many windows' provisional results share messages; finals stay one exact me
     else finalSeen.add(result.key);
   }
   assert.deepEqual(revisionConflicts(stream), []);
+});
+
+test("a batch of finals published again (a replay after a recovery, batched otherwise) changes no answer and tells no subscriber twice", async () => {
+  const start = Math.floor((Date.now() - 30 * 60_000) / 10_000) * 10_000;
+  // No shard or epoch: not fenced (the node's own shards' epochs are whatever placement gave them).
+  const final = (d: string, count: number): WindowResult => ({
+    key: `devices|10s|${start}|${d}`,
+    metric: "devices",
+    window: "10s",
+    start,
+    end: start + 10_000,
+    dims: { device: d },
+    status: "final",
+    revision: 1,
+    eventCount: count,
+    lateCount: 0,
+    watermark: start + 10_000,
+    values: { count },
+  });
+  const heard: WindowResult[] = [];
+  const stop = node.node.onResult((r) => r.start === start && heard.push(r));
+  const q = { metric: "devices", window: "10s", from: start, to: start + 10_000, where: {} };
+  try {
+    const first = [final("x1", 3), final("x2", 4), final("x3", 5)];
+    nc.publish("results.devices.10s", JSON.stringify(first));
+    const stored = await eventually(async () => ((r) => (r.length === 3 ? r : undefined))(await node.node.storedResults(q)), 10_000, "the batch stored");
+    assert.deepEqual(stored.map((r) => [r.dims.device, r.values.count]), [["x1", 3], ["x2", 4], ["x3", 5]]);
+    await eventually(async () => (heard.length === 3 ? true : undefined), 10_000, "subscribers told");
+
+    // Again, in another order, split otherwise, one even with other content: the first stays.
+    nc.publish("results.devices.10s", JSON.stringify([final("x3", 5)]));
+    nc.publish("results.devices.10s", JSON.stringify([final("x2", 40), final("x1", 3)]));
+    // A marker after them: once it is stored, the duplicates before it were handled.
+    nc.publish("results.devices.10s", JSON.stringify([final("x4", 1)]));
+    await eventually(async () => ((await node.node.storedResults(q)).length === 4 ? true : undefined), 10_000, "the marker stored");
+    assert.deepEqual((await node.node.storedResults(q)).map((r) => [r.dims.device, r.values.count]), [["x1", 3], ["x2", 4], ["x3", 5], ["x4", 1]]);
+    assert.deepEqual((await node.node.query(q)).map((r) => [r.dims.device, r.values.count]), [["x1", 3], ["x2", 4], ["x3", 5], ["x4", 1]]);
+    await eventually(async () => (heard.length >= 4 ? true : undefined), 10_000, "the marker told");
+    assert.deepEqual(heard.map((r) => r.dims.device), ["x1", "x2", "x3", "x4"], "nobody told twice");
+  } finally {
+    stop();
+  }
 });

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { WindowResult } from "../actors/window-result.js";
+import { finalBatches } from "../node/final-batches.js";
+import { resultsOf } from "../node/provisional-batcher.js";
 import { ResultsStore } from "../node/results-store.js";
 import { RocksStateStore } from "../runtime/state-store.js";
 import { prng } from "./expected.js";
@@ -66,5 +68,60 @@ test("putAll stores, result by result, exactly what one put after another stores
   } finally {
     for (const s of [one, batched]) await s?.close();
     for (const d of dirs) d.remove();
+  }
+});
+
+test("finals in batches are stored and served exactly; the same finals again, batched differently (a replay), change nothing", async () => {
+  const dir = tempDir();
+  const store = await RocksStateStore.open(dir.path);
+  try {
+    const results = new ResultsStore(store);
+    const final = (i: number, over: Partial<WindowResult> = {}): WindowResult => ({
+      key: `devices|1m|${t0}|d${i}`,
+      metric: "devices",
+      window: "1m",
+      start: t0,
+      end: t0 + 60_000,
+      dims: { device: `d${String(i).padStart(4, "0")}` },
+      status: "final",
+      revision: 1,
+      eventCount: i + 1,
+      lateCount: 0,
+      watermark: t0 + 65_000,
+      values: { count: i + 1 },
+      shard: 3,
+      epoch: 10,
+      ...over,
+    });
+    const finals = Array.from({ length: 1000 }, (_, i) => final(i));
+    const batches = finalBatches(finals, (r) => `results.${r.metric}.${r.window}`, 32 * 1024);
+    assert.ok(batches.length > 1 && batches.length < 20, `${batches.length} messages for 1000 finals`);
+    assert.ok(batches.every((b) => b.body.length <= 32 * 1024 && b.subject === "results.devices.1m"));
+    const parsed = batches.flatMap((b) => resultsOf(b.body));
+    assert.deepEqual(parsed, finals, "every final, in order, as emitted");
+    assert.deepEqual(new Set(await results.putAllDetailed(parsed)), new Set(["stored"]));
+    const q = { metric: "devices", window: "1m", from: t0, to: t0 + 60_000, where: {} };
+    const served = await results.query(q);
+    assert.deepEqual(served.map((r) => [r.dims.device, r.revision, r.values.count]), finals.map((r) => [r.dims.device, 1, r.values.count]));
+
+    // A replay re-emits the same (window, revision) in other batches (another message id), even
+    // from a new owner, and a rollup's intermediate revision may even differ: the first one stays.
+    const again = [...finals].reverse().map((r, i) => (i % 2 === 0 ? { ...r, epoch: 11 } : { ...r, epoch: 11, values: { count: 999 }, eventCount: 999 }));
+    const rebatched = finalBatches(again, (r) => `results.${r.metric}.${r.window}`, 8 * 1024);
+    assert.notDeepEqual(rebatched.map((b) => b.id), batches.map((b) => b.id));
+    const outcomes = await results.putAllDetailed(rebatched.flatMap((b) => resultsOf(b.body)));
+    assert.deepEqual(new Set(outcomes), new Set(["duplicate"]), "nothing stored again, nothing for subscribers");
+    assert.deepEqual(await results.query(q), served);
+
+    // A correction (revision 2) still replaces the final, and its re-emission is a duplicate too.
+    const corrected = final(7, { status: "corrected", revision: 2, eventCount: 50, values: { count: 50 }, epoch: 11 });
+    assert.deepEqual(await results.putAllDetailed([corrected, { ...corrected }, final(7, { epoch: 11 })]), ["stored", "duplicate", "older"]);
+    assert.equal((await results.query(q)).find((r) => r.key === corrected.key)!.values.count, 50);
+
+    // Identical batches get identical ids (JetStream drops the second within its duplicate window).
+    assert.deepEqual(finalBatches(finals, (r) => `results.${r.metric}.${r.window}`, 32 * 1024).map((b) => b.id), batches.map((b) => b.id));
+  } finally {
+    await store.close();
+    dir.remove();
   }
 });
