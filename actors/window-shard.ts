@@ -144,14 +144,14 @@ export class WindowShard {
   }
 
   private applyHere(partial: WindowPartial): void {
-    const fresh = this.schedule(partial.key, partial.end, true);
     const table = this.table;
-    if (table) {
-      if (table.has(partial.key)) {
-        if (table.takes(partial)) return table.apply(partial, this.current);
-        table.release(partial.key);
-      } else if (fresh && table.takes(partial)) return table.open(partial, this.current);
+    // A row's timers (and its rollup windows') were registered with its first partial.
+    if (table?.has(partial.key)) {
+      if (table.takes(partial)) return table.apply(partial, this.current);
+      table.release(partial.key);
     }
+    const fresh = this.schedule(partial.key, partial.end, true);
+    if (table && fresh && table.takes(partial)) return table.open(partial, this.current);
     this.actors.send(partial.key, { type: "partial", partial, watermark: this.current }, fresh);
   }
 
