@@ -16,8 +16,8 @@ export interface WindowTableEnv extends WindowActorEnv {
 }
 
 /** Numbers per row, side by side in one Float64Array. */
-const Col = { start: 0, end: 1, count: 2, sum: 3, min: 4, max: 5, watermark: 6, lateCount: 7, lastEmitAt: 8 } as const;
-const stride = 9;
+const Col = { start: 0, count: 1, sum: 2, min: 3, max: 4, watermark: 5, lastEmitAt: 6 } as const;
+const stride = 7;
 /** Flags per row. */
 const Changed = 1;
 const EmitPending = 2;
@@ -47,7 +47,7 @@ export class WindowTable {
   private dims: Record<string, string>[] = [];
   /** Per row, its metric and window id: an index into `series` (a few per rule), not two references. */
   private seriesOf = new Uint32Array(0);
-  private series: { metric: string; window: string }[] = [];
+  private series: { metric: string; window: string; sizeMs: number }[] = [];
   private seriesIds = new Map<string, number>();
   private nums = new Float64Array(0);
   private flags = new Uint8Array(0);
@@ -73,7 +73,7 @@ export class WindowTable {
 
   /** A window new to its shard (no state anywhere): a row from its first partial. */
   open(partial: WindowPartial, watermark: number): void {
-    const row = this.add(partial.key, partial.metric, partial.window, partial.dims, partial.start, partial.end);
+    const row = this.add(partial.key, partial.metric, partial.window, partial.dims, partial.start);
     this.nums[row * stride + Col.watermark] = watermark;
     this.apply(partial, watermark);
   }
@@ -92,12 +92,10 @@ export class WindowTable {
       if (agg.max > n[at + Col.max]!) n[at + Col.max] = agg.max;
     }
     this.flags[row]! |= Dirty | Changed;
-    const closesAt = n[at + Col.end]! + (this.env.rule(this.series[this.seriesOf[row]!]!.metric)?.latenessMs ?? 0);
-    if (watermark >= closesAt) {
-      // The whole window arrived after its time: it becomes final at once, all of it late.
-      n[at + Col.lateCount] += agg.count;
-      return this.finalize(row, watermark, false);
-    }
+    const { metric, sizeMs } = this.series[this.seriesOf[row]!]!;
+    const closesAt = n[at + Col.start]! + sizeMs + (this.env.rule(metric)?.latenessMs ?? 0);
+    // The whole window arrived after its time: it becomes final at once, all of it late.
+    if (watermark >= closesAt) return this.finalize(row, watermark, false, agg.count);
     if (this.flags[row]! & EmitPending) return;
     const due = n[at + Col.lastEmitAt]! + this.env.emitIntervalMs;
     if (due <= this.env.now()) return this.send(row);
@@ -126,9 +124,10 @@ export class WindowTable {
    */
   restore(key: string, stored: Uint8Array): boolean {
     const w = decodeWindowSnapshot(stored);
-    if (w.status !== "open" || w.states || w.subs || w.holds || w.awaiting || w.handed !== undefined || w.born !== undefined) return false;
+    // (An open window has no late events: those come after its final.)
+    if (w.status !== "open" || w.lateCount !== 0 || w.states || w.subs || w.holds || w.awaiting || w.handed !== undefined || w.born !== undefined) return false;
     if (!this.plain(key, w.metric, w.window)) return false;
-    const row = this.add(key, w.metric, w.window, w.dims, w.start, w.end);
+    const row = this.add(key, w.metric, w.window, w.dims, w.start);
     const at = row * stride;
     const n = this.nums;
     n[at + Col.count] = w.agg.count;
@@ -136,7 +135,6 @@ export class WindowTable {
     n[at + Col.min] = w.agg.min;
     n[at + Col.max] = w.agg.max;
     n[at + Col.watermark] = w.watermark;
-    n[at + Col.lateCount] = w.lateCount;
     return true;
   }
 
@@ -192,7 +190,7 @@ export class WindowTable {
     return saltOfKey(key) === undefined;
   }
 
-  private add(key: string, metric: string, window: string, dims: Record<string, string>, start: number, end: number): number {
+  private add(key: string, metric: string, window: string, dims: Record<string, string>, start: number): number {
     let row = this.free.pop();
     if (row === undefined) {
       row = this.keys.length;
@@ -205,12 +203,10 @@ export class WindowTable {
     const n = this.nums;
     const at = row * stride;
     n[at + Col.start] = start;
-    n[at + Col.end] = end;
     n[at + Col.count] = 0;
     n[at + Col.sum] = 0;
     n[at + Col.min] = Infinity;
     n[at + Col.max] = -Infinity;
-    n[at + Col.lateCount] = 0;
     n[at + Col.lastEmitAt] = -Infinity;
     this.flags[row] = Live;
     return row;
@@ -221,7 +217,7 @@ export class WindowTable {
     let id = this.seriesIds.get(name);
     if (id === undefined) {
       id = this.series.length;
-      this.series.push({ metric, window });
+      this.series.push({ metric, window, sizeMs: windowSizeMs(window) });
       this.seriesIds.set(name, id);
     }
     return id;
@@ -247,10 +243,11 @@ export class WindowTable {
     this.seriesOf = seriesOf;
   }
 
-  private finalize(row: number, watermark: number, onTime: boolean): void {
+  /** `lateCount`: all of the window came after its time (its events are late ones). */
+  private finalize(row: number, watermark: number, onTime: boolean, lateCount = 0): void {
     const key = this.keys[row]!;
     this.flags[row]! &= ~EmitPending;
-    this.send(row, "final", 1);
+    this.send(row, "final", 1, lateCount);
     const at = row * stride;
     const n = this.nums;
     const { metric, window } = this.series[this.seriesOf[row]!]!;
@@ -274,53 +271,51 @@ export class WindowTable {
       };
       this.env.send(upKey, { type: "partial", partial, watermark, onTime });
     }
-    this.env.handOff(key, this.snapshot(row, "final", 1));
+    this.env.handOff(key, this.snapshot(row, "final", 1, lateCount));
     this.remove(key, row);
   }
 
-  private snapshot(row: number, status: "open" | "final", revision: number): Uint8Array {
+  private snapshot(row: number, status: "open" | "final", revision: number, lateCount = 0): Uint8Array {
     const n = this.nums;
     const at = row * stride;
     const agg = { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
-    const { metric, window } = this.series[this.seriesOf[row]!]!;
+    const { metric, window, sizeMs } = this.series[this.seriesOf[row]!]!;
+    const start = n[at + Col.start]!;
     // Field by field: a spread here cost ~4 µs a row (window-snapshot.ts says why that matters).
-    return encodeWindowSnapshot(
-      { metric, window, dims: this.dims[row]!, agg, status, revision, lateCount: n[at + Col.lateCount]!, watermark: n[at + Col.watermark]! },
-      n[at + Col.start]!,
-      n[at + Col.end]!,
-    );
+    return encodeWindowSnapshot({ metric, window, dims: this.dims[row]!, agg, status, revision, lateCount, watermark: n[at + Col.watermark]! }, start, start + sizeMs);
   }
 
   /** As `WindowActor.send`. */
-  private send(row: number, status: "provisional" | "final" = "provisional", revision = 0): void {
+  private send(row: number, status: "provisional" | "final" = "provisional", revision = 0, lateCount = 0): void {
     this.flags[row]! &= ~Changed;
     const n = this.nums;
     const at = row * stride;
     const count = n[at + Col.count]!;
     if (count === 0 && status === "provisional") return;
     n[at + Col.lastEmitAt] = this.env.now();
-    this.env.emit(this.result(row, status, revision));
+    this.env.emit(this.result(row, status, revision, lateCount));
   }
 
-  private result(row: number, status: "provisional" | "final", revision: number): WindowResult {
+  private result(row: number, status: "provisional" | "final", revision: number, lateCount = 0): WindowResult {
     const n = this.nums;
     const at = row * stride;
-    const { metric, window } = this.series[this.seriesOf[row]!]!;
+    const { metric, window, sizeMs } = this.series[this.seriesOf[row]!]!;
+    const start = n[at + Col.start]!;
     const count = n[at + Col.count]!;
     const agg = { count, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
     return {
       key: this.keys[row]!,
       metric,
       window,
-      start: n[at + Col.start]!,
-      end: n[at + Col.end]!,
+      start,
+      end: start + sizeMs,
       dims: this.dims[row]!,
       status,
       revision,
       eventCount: count,
-      lateCount: n[at + Col.lateCount]!,
+      lateCount,
       watermark: n[at + Col.watermark]!,
-      values: resultValues(agg, undefined, this.env.rule(metric)?.aggregates ?? ["count"], windowSizeMs(window)),
+      values: resultValues(agg, undefined, this.env.rule(metric)?.aggregates ?? ["count"], sizeMs),
       shard: undefined,
       epoch: undefined,
     };
