@@ -15,6 +15,22 @@ export interface WindowTableEnv extends WindowActorEnv {
   send(key: string, message: WindowMessage): void;
 }
 
+interface Series {
+  metric: string;
+  window: string;
+  sizeMs: number;
+  /** `{"name":` of its one dimension (see `dimsJson`); undefined: its rows keep their dims. */
+  dimsPrefix?: string;
+  /** A snapshot's JSON tail up to its dims. */
+  tailPrefix: string;
+}
+
+/** A row's dims as JSON, from its key's dims id (`["value"]`) and its series' one dimension name. */
+function dimsJson(series: Series, key: string): string {
+  const at = key.indexOf("\t", key.indexOf("\t", key.indexOf("\t") + 1) + 1);
+  return `${series.dimsPrefix}${key.slice(at + 2, -1)}}`;
+}
+
 /** Numbers per row, side by side in one Float64Array. */
 const Col = { start: 0, count: 1, sum: 2, min: 3, max: 4, watermark: 5, lastEmitAt: 6 } as const;
 const stride = 7;
@@ -44,10 +60,11 @@ const emitTickMs = 5;
 export class WindowTable {
   private readonly rows = new Map<string, number>();
   private keys: (string | undefined)[] = [];
-  private dims: Record<string, string>[] = [];
+  /** Dims that do not follow from a row's key (`dimsJson`): a tag missing from its events, say. Rare. */
+  private readonly oddDims = new Map<number, Record<string, string>>();
   /** Per row, its metric and window id: an index into `series` (a few per rule), not two references. */
   private seriesOf = new Uint32Array(0);
-  private series: { metric: string; window: string; sizeMs: number }[] = [];
+  private series: Series[] = [];
   private seriesIds = new Map<string, number>();
   private nums = new Float64Array(0);
   private flags = new Uint8Array(0);
@@ -145,15 +162,17 @@ export class WindowTable {
    */
   query(metric: string, window: string, from: number, to: number, where: Record<string, string>): WindowResult[] {
     const out: WindowResult[] = [];
-    const id = this.seriesIds.get(`${metric}\t${window}`);
-    if (id === undefined) return out;
+    const wanted = this.series.map((s) => s.metric === metric && s.window === window);
+    if (!wanted.includes(true)) return out;
     const n = this.nums;
     for (const row of this.rows.values()) {
       const start = n[row * stride + Col.start]!;
-      if (start < from || start >= to || this.seriesOf[row] !== id) continue;
-      const dims = this.dims[row]!;
+      if (start < from || start >= to || !wanted[this.seriesOf[row]!]) continue;
       let matches = true;
-      for (const k in where) if (dims[k] !== where[k]) matches = false;
+      if (Object.keys(where).length > 0) {
+        const dims = this.dimsOf(row);
+        for (const k in where) if (dims[k] !== where[k]) matches = false;
+      }
       if (matches && n[row * stride + Col.count]! > 0) out.push(this.result(row, "provisional", 0));
     }
     return out;
@@ -178,7 +197,7 @@ export class WindowTable {
     this.seriesOf = new Uint32Array(0);
     this.series = [];
     this.seriesIds.clear();
-    this.dims = [];
+    this.oddDims.clear();
     this.nums = new Float64Array(0);
     this.flags = new Uint8Array(0);
     this.free.length = 0;
@@ -198,8 +217,10 @@ export class WindowTable {
     }
     this.rows.set(key, row);
     this.keys[row] = key;
-    this.seriesOf[row] = this.seriesId(metric, window);
-    this.dims[row] = dims;
+    this.seriesOf[row] = this.seriesId(metric, window, dims);
+    const series = this.series[this.seriesOf[row]!]!;
+    // A row keeps no dims object (~80 bytes): they are in its key, as the JSON array of their values.
+    if (series.dimsPrefix === undefined || dimsJson(series, key) !== JSON.stringify(dims)) this.oddDims.set(row, dims);
     const n = this.nums;
     const at = row * stride;
     n[at + Col.start] = start;
@@ -212,20 +233,34 @@ export class WindowTable {
     return row;
   }
 
-  private seriesId(metric: string, window: string): number {
-    const name = `${metric}\t${window}`;
+  /** A row's metric, window and dims names (one rule's rows share one: few per shard). */
+  private seriesId(metric: string, window: string, dims: Record<string, string>): number {
+    const names = Object.keys(dims);
+    const name = `${metric}\t${window}\t${JSON.stringify(names)}`;
     let id = this.seriesIds.get(name);
     if (id === undefined) {
       id = this.series.length;
-      this.series.push({ metric, window, sizeMs: windowSizeMs(window) });
+      this.series.push({
+        metric,
+        window,
+        sizeMs: windowSizeMs(window),
+        // One dimension: its value's JSON is the key's dims id less its brackets. Otherwise the dims are kept per row.
+        dimsPrefix: names.length === 1 ? `{${JSON.stringify(names[0])}:` : undefined,
+        tailPrefix: `{"metric":${JSON.stringify(metric)},"window":${JSON.stringify(window)},"dims":`,
+      });
       this.seriesIds.set(name, id);
     }
     return id;
   }
 
+  private dimsOf(row: number): Record<string, string> {
+    return this.oddDims.get(row) ?? (JSON.parse(dimsJson(this.series[this.seriesOf[row]!]!, this.keys[row]!)) as Record<string, string>);
+  }
+
   private remove(key: string, row: number): void {
     this.rows.delete(key);
     this.keys[row] = undefined;
+    this.oddDims.delete(row);
     this.flags[row] = 0;
     this.free.push(row);
   }
@@ -264,7 +299,7 @@ export class WindowTable {
         window: up.window.id,
         start: up.start,
         end: up.start + up.window.sizeMs,
-        dims: this.dims[row]!,
+        dims: this.dimsOf(row),
         agg,
         states: {},
         release: undefined,
@@ -279,10 +314,15 @@ export class WindowTable {
     const n = this.nums;
     const at = row * stride;
     const agg = { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
-    const { metric, window, sizeMs } = this.series[this.seriesOf[row]!]!;
+    const series = this.series[this.seriesOf[row]!]!;
+    const { metric, window, sizeMs } = series;
     const start = n[at + Col.start]!;
     // Field by field: a spread here cost ~4 µs a row (window-snapshot.ts says why that matters).
-    return encodeWindowSnapshot({ metric, window, dims: this.dims[row]!, agg, status, revision, lateCount, watermark: n[at + Col.watermark]! }, start, start + sizeMs);
+    const odd = this.oddDims.get(row);
+    const w = { metric, window, dims: odd ?? {}, agg, status, revision, lateCount, watermark: n[at + Col.watermark]! };
+    if (odd) return encodeWindowSnapshot(w, start, start + sizeMs);
+    // The snapshot's JSON tail, put together from strings the series and the key already hold.
+    return encodeWindowSnapshot(w, start, start + sizeMs, undefined, `${series.tailPrefix}${dimsJson(series, this.keys[row]!)}}`);
   }
 
   /** As `WindowActor.send`. */
@@ -309,7 +349,7 @@ export class WindowTable {
       window,
       start,
       end: start + sizeMs,
-      dims: this.dims[row]!,
+      dims: this.dimsOf(row),
       status,
       revision,
       eventCount: count,

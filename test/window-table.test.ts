@@ -18,7 +18,8 @@ const t0 = Date.UTC(2026, 10, 24, 10);
 const rules = parseRules(`
 metrics:
   - {name: plain, kind: k, value: v, groupBy: [device], aggregates: [count, sum, min, max, avg, rate], window: 1m, rollups: [1h], lateness: 5s, horizon: 10m}
-  - {name: sliding, kind: k, groupBy: [site], aggregates: [count], windows: ["2m/1m"], lateness: 5s, horizon: 10m}
+  - {name: sliding, kind: k, groupBy: [site, device], aggregates: [count], windows: ["2m/1m"], lateness: 5s, horizon: 10m}
+  - {name: bysite, kind: k, value: v, groupBy: [site], aggregates: [count, max], window: 1m, lateness: 5s, horizon: 10m}
   - {name: rich, kind: k, value: v, groupBy: [site], aggregates: [count, p99], window: 1m, lateness: 5s, horizon: 10m}
 `);
 const byName = new Map(rules.map((r) => [r.name, r]));
@@ -103,7 +104,9 @@ test("plain windows as rows of a table emit exactly what window actors emit: pro
         const lag = r < 0.7 ? random() * 3_000 : r < 0.95 ? random() * 2 * minute : random() * 20 * minute;
         const ts = Math.floor(maxTs - lag);
         const device = `d${Math.floor(random() * 30)}`;
-        events.push({ id: `e${id++}`, ts, source: device, kind: "k", tags: { device, site: `s${Math.floor(random() * 3)}` }, values: { v: Math.round(random() * 1000) / 10 } });
+        // Some without a site: their dims do not follow from their keys (a row keeps them then).
+        const tags: Record<string, string> = random() < 0.05 ? { device } : { device, site: `s${Math.floor(random() * 3)}` };
+        events.push({ id: `e${id++}`, ts, source: device, kind: "k", tags, values: { v: Math.round(random() * 1000) / 10 } });
       }
       maxTs += Math.floor(random() * 4_000);
       const watermark = maxTs - 2_000;
@@ -160,8 +163,8 @@ test("a row throttles its provisional results to the emit interval, and a final 
   const rowsBefore = shard.activeWindows - system.activeCount;
   await shard.mark(0, { watermark: t0 + minute + 5_000, idle: false });
   assert.deepEqual(plain().map((r) => [r.status, r.eventCount]), [["provisional", 1], ["provisional", 3], ["final", 3]]);
-  // The plain 1m window and the sliding one ending with it; the sliding window [t0, t0 + 2m) stays open.
-  assert.equal(rowsBefore - (shard.activeWindows - system.activeCount), 2, "a final window leaves the table");
+  // The plain and by-site 1m windows and the sliding one ending with them; the sliding window [t0, t0 + 2m) stays open.
+  assert.equal(rowsBefore - (shard.activeWindows - system.activeCount), 3, "a final window leaves the table");
   assert.deepEqual(shard.openRows("plain", "1m", t0, t0 + minute, {}), [], "and its queries");
   system.reset();
 });
