@@ -19,6 +19,10 @@ export class EventTimeTimers {
     return true;
   }
 
+  has(time: number, key: string): boolean {
+    return this.byTime.get(time)?.has(key) ?? false;
+  }
+
   *due(watermark: number): Iterable<string> {
     while (this.times.length > 0 && this.times[0]! <= watermark) {
       const time = this.times.shift()!;

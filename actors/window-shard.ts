@@ -97,7 +97,11 @@ export class WindowShard {
     if (options.table) {
       const table = new WindowTable({
         ...options.table,
-        handOff: (key, state) => actors.adopt(key, state),
+        // A window leaving the table gets its purge timer now (`opensRow`), which also tells the shard it may have state.
+        handOff: (key, state, metric, end) => {
+          this.purges.add(this.purgeAt(end, this.timing(metric)), key);
+          actors.adopt(key, state);
+        },
         send: (key, message) => actors.send(key, message),
       });
       actors.holder = table;
@@ -150,9 +154,26 @@ export class WindowShard {
       if (table.takes(partial)) return table.apply(partial, this.current);
       table.release(partial.key);
     }
+    if (table?.takes(partial) && this.opensRow(partial)) return table.open(partial, this.current);
     const fresh = this.schedule(partial.key, partial.end, true);
-    if (table && fresh && table.takes(partial)) return table.open(partial, this.current);
     this.actors.send(partial.key, { type: "partial", partial, watermark: this.current }, fresh);
+  }
+
+  /**
+   * Whether `partial` opens a row: its window is new here (no purge timer: `timers`) and open. Its
+   * fire timer and its rollup windows' timers are registered; not its purge timer, which costs ~30
+   * bytes a window: it comes when the window leaves the table (`handOff`).
+   */
+  private opensRow(partial: WindowPartial): boolean {
+    const rule = this.timing(partial.metric);
+    const closesAt = partial.end + rule.latenessMs;
+    if (this.current > closesAt || this.purges.has(this.purgeAt(partial.end, rule), partial.key)) return false;
+    if (closesAt > this.current) (this.fires[0] ??= new EventTimeTimers()).add(closesAt, partial.key);
+    const { metric, window, start, dimsId } = parseActorKey(partial.key);
+    for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
+      this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id));
+    }
+    return true;
   }
 
   /**

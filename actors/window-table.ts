@@ -10,7 +10,7 @@ import { windowSizeMs } from "./windows.js";
 /** What the table needs besides a window actor's environment: the actor system it hands windows to. */
 export interface WindowTableEnv extends WindowActorEnv {
   /** A window leaves the table: its state (a window snapshot) goes to the actor system, to be checkpointed and to serve its actor. */
-  handOff(key: string, state: Uint8Array): void;
+  handOff(key: string, state: Uint8Array, metric: string, end: number): void;
   /** A message for a window actor (a rollup window above a row). */
   send(key: string, message: WindowMessage): void;
 }
@@ -131,7 +131,8 @@ export class WindowTable {
   /** A partial the row cannot take is on its way: the window becomes an actor, starting from the row's state. */
   release(key: string): void {
     const row = this.rows.get(key)!;
-    this.env.handOff(key, this.snapshot(row, "open", 0));
+    const { metric, sizeMs } = this.series[this.seriesOf[row]!]!;
+    this.env.handOff(key, this.snapshot(row, "open", 0), metric, this.nums[row * stride + Col.start]! + sizeMs);
     this.remove(key, row);
   }
 
@@ -306,7 +307,7 @@ export class WindowTable {
       };
       this.env.send(upKey, { type: "partial", partial, watermark, onTime });
     }
-    this.env.handOff(key, this.snapshot(row, "final", 1, lateCount));
+    this.env.handOff(key, this.snapshot(row, "final", 1, lateCount), metric, start + this.series[this.seriesOf[row]!]!.sizeMs);
     this.remove(key, row);
   }
 
