@@ -54,7 +54,7 @@ export interface ShardDeps {
   /** This node lost the shard to a newer owner (its state log was fenced): stop hosting it. */
   onFenced(shard: number): void;
   /** Events arriving for a series (its window's partials and its sub-actors' hand-overs): the hot-key detector's input. */
-  observe?(metric: string, dimsId: string, events: number): void;
+  observe?(key: string, events: number): void;
   log(message: string): void;
 }
 
@@ -339,11 +339,12 @@ export class HostedShard {
 
   private observe(partials: WindowPartial[]): void {
     for (const p of partials) {
-      if (p.agg.count === 0 || p.metric.startsWith("_")) continue;
-      const { dimsId, salt } = parseActorKey(p.key);
-      if (salt === undefined) this.deps.observe!(p.metric, dimsId, p.agg.count);
+      // A salted sub-window's key ("\t#" and its salt): its events reach its window's forwards too.
+      if (p.agg.count === 0 || p.metric.startsWith("_") || p.key.includes("\t#")) continue;
+      this.deps.observe!(p.key, p.agg.count);
     }
   }
+
 
   /** Events folded into `__other__` per metric by this shard (checkpointed with it). */
   get foldedByMetric(): ReadonlyMap<string, number> {

@@ -41,9 +41,9 @@ export class HotKeyJudge {
     return judge;
   }
 
-  /** Events that arrived for a series (its window's partials and its sub-actors' hand-overs). */
-  observe(metric: string, dimsId: string, events: number): void {
-    this.detector.observe(metric, dimsId, events);
+  /** Events that arrived for a window's series (its partials and its sub-actors' hand-overs), by the window's actor key. */
+  observe(key: string, events: number): void {
+    this.detector.observeKey(key, events);
   }
 
   /** Salted series (hot, or cooled and no longer salted after `until`). */

@@ -263,7 +263,7 @@ export class TallyNode {
         ruleOf: (metric) => this.known.get(metric),
         sink: { emitted: (result, held) => this.emitted(result, held), finals: (results) => this.publishFinals(results) },
         onFenced: (shard) => this.controller?.fenced(units.shard(shard)),
-        observe: (metric, dimsId, events) => this.hotKeys?.observe(metric, dimsId, events),
+        observe: (key, events) => this.hotKeys?.observe(key, events),
         log,
       },
       s,
