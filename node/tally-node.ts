@@ -591,32 +591,41 @@ export class TallyNode {
    * `warmLive` those published before it began.
    */
   private async storeResults(batch: JsMsg[]): Promise<void> {
-    const items: (WindowResult | EpochSeen)[] = [];
+    // Parsed as stored, a slice at a time: a delivery of 1,000 batches of finals is ~130k results,
+    // and parsing them all first kept them all alive across the store's awaits (old-generation
+    // garbage, GC work long after a minute closed).
+    let items: (WindowResult | EpochSeen)[] = [];
     for (const m of batch) {
       const text = m.string();
       if (m.data[0] === 0x5b && !mayHoldFinals(text)) {
         items.push(...epochsIn(text));
-        continue;
-      }
-      for (const result of resultsOf(text)) {
-        if (result.status === "provisional") {
-          // A provisional result alone (a node of an older version publishes them so): the view's too.
-          if (m.data[0] !== 0x5b && this.live.offer(result) && m.seq > this.liveFromSeq) this.notify(result);
-          if (result.shard !== undefined && result.epoch !== undefined) items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
-          continue;
+      } else {
+        for (const result of resultsOf(text)) {
+          if (result.status === "provisional") {
+            // A provisional result alone (a node of an older version publishes them so): the view's too.
+            if (m.data[0] !== 0x5b && this.live.offer(result) && m.seq > this.liveFromSeq) this.notify(result);
+            if (result.shard !== undefined && result.epoch !== undefined) items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
+            continue;
+          }
+          items.push(result);
         }
-        items.push(result);
+      }
+      if (items.length >= storeSlice) {
+        await this.storeItems(items);
+        items = [];
       }
     }
-    for (let from = 0; from < items.length; from += storeSlice) {
-      const slice = items.slice(from, from + storeSlice);
-      const outcomes = await this.results.putAllDetailed(slice);
-      slice.forEach((item, i) => {
-        if ("seen" in item || outcomes[i] === "stale") return;
-        this.live.settle(item);
-        if (outcomes[i] === "stored") this.notify(item);
-      });
-    }
+    if (items.length > 0) await this.storeItems(items);
+  }
+
+  /** Results in stream order into the results store, then to the live view and subscribers. */
+  private async storeItems(items: (WindowResult | EpochSeen)[]): Promise<void> {
+    const outcomes = await this.results.putAllDetailed(items);
+    items.forEach((item, i) => {
+      if ("seen" in item || outcomes[i] === "stale") return;
+      this.live.settle(item);
+      if (outcomes[i] === "stored") this.notify(item);
+    });
   }
 }
 
