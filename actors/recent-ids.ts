@@ -18,6 +18,16 @@ import { idFingerprint } from "./id-fingerprint.js";
  */
 export class RecentIds {
   private slots: Slots;
+  /**
+   * During a migration: the table being moved into `slots`, from its never-written slot
+   * `oldStart` on (wrapping), `moved` slots so far. An id whose home slot in it is not moved yet
+   * is looked up (and recorded) there; any other in `slots`: one probe sequence per id.
+   */
+  private old?: Slots;
+  private oldStart = 0;
+  private moved = 0;
+  /** Old slots moved per insert (`migrationStep` at least). */
+  private step = migrationStep;
   /** Slots ever written (live or expired) since the last rebuild: what lengthens probe sequences. */
   private written = 0;
   private generation = 1;
@@ -61,7 +71,17 @@ export class RecentIds {
   prefetch(fingerprints: Uint32Array, from: number, to: number): void {
     const { words, mask } = this.slots;
     let touched = 0;
-    for (let i = from; i < to; i++) touched ^= words[4 * (fingerprints[3 * i]! & mask)]!;
+    const old = this.old;
+    if (old === undefined) for (let i = from; i < to; i++) touched ^= words[4 * (fingerprints[3 * i]! & mask)]!;
+    else {
+      // The one table each id is looked up in (see `insert`).
+      const { oldStart, moved } = this;
+      for (let i = from; i < to; i++) {
+        const a = fingerprints[3 * i]!;
+        const h = a & old.mask;
+        touched ^= ((h - oldStart) & old.mask) >= moved ? old.words[4 * h]! : words[4 * (a & mask)]!;
+      }
+    }
     this.touched = touched;
   }
 
@@ -89,13 +109,23 @@ export class RecentIds {
 
   /** Bytes the table holds (typed arrays). */
   get bytes(): number {
-    return this.slots.bytes;
+    return this.slots.bytes + (this.old?.bytes ?? 0);
+  }
+
+  /** A migration is under way (tests, benches). */
+  get migrating(): boolean {
+    return this.old !== undefined;
   }
 
   /** Records the fingerprint `a b c` unless it is live already; returns whether it was new. */
   private insert(a: number, b: number, c: number): boolean {
-    const { words, mask } = this.slots;
     const oldestLive = this.generation - this.generationCount;
+    if (this.old !== undefined) {
+      const found = this.insertOld(this.old, a, b, c, oldestLive);
+      this.migrate(oldestLive, this.step);
+      if (found !== notThere) return found === recorded;
+    }
+    const { words, mask } = this.slots;
     let reusable = -1;
     let i = a & mask;
     for (let g = words[4 * i]!; g !== 0; i = (i + 1) & mask, g = words[4 * i]!) {
@@ -115,6 +145,72 @@ export class RecentIds {
     return true;
   }
 
+  /**
+   * The id `a b c` looked up in the table being migrated, if its home slot there is not moved
+   * yet: `seenBefore` (live there), `recorded` (absent: written there now) or `notThere` (its
+   * home is moved, or its probe sequence runs into the moved part: the current table decides).
+   * Why an id's slots stay in one table: the moved part ends just past a never-written slot, so
+   * the probe sequence from an unmoved home stays in the unmoved part (up to `oldStart`, moved
+   * first), and nothing is written into the moved part.
+   */
+  private insertOld(old: Slots, a: number, b: number, c: number, oldestLive: number): number {
+    const { words, mask } = old;
+    const start = this.oldStart;
+    let i = a & mask;
+    if (((i - start) & mask) < this.moved) return notThere;
+    let reusable = -1;
+    for (let g = words[4 * i]!; g !== 0; g = words[4 * i]!) {
+      if (g < oldestLive) {
+        if (reusable < 0) reusable = i;
+      } else if (words[4 * i + 1] === a && words[4 * i + 2] === b && words[4 * i + 3] === c) return seenBefore;
+      i = (i + 1) & mask;
+      if (i === start) return notThere;
+    }
+    const slot = 4 * (reusable >= 0 ? reusable : i);
+    words[slot] = this.generation;
+    words[slot + 1] = a;
+    words[slot + 2] = b;
+    words[slot + 3] = c;
+    this.perGeneration[this.generation % this.perGeneration.length]!++;
+    return recorded;
+  }
+
+  /**
+   * Moves at least `step` slots of the table being migrated (its live ones) into the current
+   * one, and on to just past a never-written slot; drops the old table once all are moved.
+   */
+  private migrate(oldestLive: number, step: number): void {
+    const old = this.old!;
+    const from = old.words;
+    const oldMask = old.mask;
+    const { words, mask } = this.slots;
+    const capacity = old.capacity;
+    let moved = this.moved;
+    let j = (this.oldStart + moved) & oldMask;
+    let written = 0;
+    for (let budget = step; moved < capacity; j = (j + 1) & oldMask) {
+      const generation = from[4 * j]!;
+      moved++;
+      budget--;
+      if (generation === 0) {
+        if (budget <= 0) break;
+        continue;
+      }
+      if (generation < oldestLive) continue;
+      const a = from[4 * j + 1]!;
+      let i = a & mask;
+      while (words[4 * i] !== 0) i = (i + 1) & mask;
+      words[4 * i] = generation;
+      words[4 * i + 1] = a;
+      words[4 * i + 2] = from[4 * j + 2]!;
+      words[4 * i + 3] = from[4 * j + 3]!;
+      written++;
+    }
+    this.moved = moved;
+    this.written += written;
+    if (moved === capacity) this.old = undefined;
+  }
+
   /** Keeps at least `horizonMs` of ids: the current generation plus `generationCount` full ones. */
   private rotate(now: number): void {
     // Called per id with the same `now` for a whole batch: nothing to do until the next generation starts.
@@ -126,32 +222,45 @@ export class RecentIds {
     this.generationStart += steps * this.generationMs;
   }
 
-  /** A table sized for the live ids (at most half full), expired slots dropped. */
+  /**
+   * Starts moving the live ids into a table sized for them (at most `targetLoad` full), expired
+   * slots dropped: `migrationStep` old slots per insert from here on (`migrate`), so no insert
+   * waits for the whole table to be copied.
+   */
   private rebuild(): void {
-    const old = this.slots;
     const oldestLive = this.generation - this.generationCount;
+    // One migration at a time: finish the previous one (it is done long before, see `migrationStep`).
+    if (this.old !== undefined) this.migrate(oldestLive, Infinity);
+    const old = this.slots;
     let capacity = minCapacity;
     while (capacity * targetLoad < this.size + 1) capacity *= 2;
-    const next = new Slots(capacity);
-    const { words, mask } = next;
-    let written = 0;
-    const from = old.words;
-    for (let j = 0; j < from.length; j += 4) {
-      const generation = from[j]!;
-      // Never written (0: also below `oldestLive` once the first horizon has passed) or expired.
-      if (generation === 0 || generation < oldestLive) continue;
-      let i = from[j + 1]! & mask;
-      while (words[4 * i] !== 0) i = (i + 1) & mask;
-      words[4 * i] = generation;
-      words[4 * i + 1] = from[j + 1]!;
-      words[4 * i + 2] = from[j + 2]!;
-      words[4 * i + 3] = from[j + 3]!;
-      written++;
-    }
-    this.slots = next;
-    this.written = written;
+    this.slots = new Slots(capacity);
+    this.written = 0;
+    // Start at a never-written slot (one exists: the load limit is below 1), moved at once.
+    let start = 0;
+    while (old.words[4 * start] !== 0) start++;
+    this.old = old;
+    this.oldStart = start;
+    this.moved = 0;
+    // Done within half the inserts the new table takes before its own load limit (a table that
+    // shrinks a lot has few of those), so that a migration never has to be finished at once.
+    const room = Math.max(1, capacity * this.rebuildLoad - this.size);
+    this.step = Math.max(migrationStep, Math.ceil((2 * old.capacity) / room));
+    this.migrate(oldestLive, 1);
   }
 }
+
+/** `insertOld`'s answers. */
+const notThere = 0;
+const seenBefore = 1;
+const recorded = 2;
+/**
+ * Old slots moved per insert during a migration. Why this many: ids whose home is not moved yet
+ * are still written into the old table, so the part moved last takes a migration's worth of
+ * inserts on top of its load: moved over capacity / 32 inserts, that is at most 1/32 (3 points)
+ * more. Each insert then moves ~20 live ids (0.5–0.8 of 32), a few hundred ns.
+ */
+const migrationStep = 32;
 
 const minCapacity = 1 << 12;
 /** Rebuild once this share of slots has been written (linear probing slows down past it). */
