@@ -155,7 +155,8 @@ test("recent ids: a rebuild migrates a slice per insert; ids from before, during
   const ids = new RecentIds(60_000, 0);
   const id = (i: number) => `event-${i}`;
   let n = 0;
-  while (!ids.migrating) assert.equal(ids.seen(id(n++), 0), false);
+  while (!ids.migrating && n < 100_000) assert.equal(ids.seen(id(n++), 0), false);
+  assert.ok(ids.migrating, "a rebuild leaves a migration under way");
   const before = n;
   const both = ids.bytes; // the new table, and the old one beside it until it is moved
   let during = 0;
@@ -178,7 +179,8 @@ test("recent ids: expiry holds across a migration (kept a whole horizon, gone a 
   for (let i = 0; i < 1000; i++) ids.seen(`old-${i}`, 0);
   let n = 0;
   let t = 9_000;
-  while (!ids.migrating) ids.seen(`new-${n++}`, t);
+  while (!ids.migrating && n < 100_000) ids.seen(`new-${n++}`, t);
+  assert.ok(ids.migrating);
   let checks = 0;
   for (; ids.migrating; checks++) {
     ids.seen(`new-${n++}`, t);
@@ -209,7 +211,8 @@ test("recent ids: restored fingerprints during a migration, and an id whose prob
   // A cluster at the table's end that wraps to slots 0-99, so the migration starts at slot 100.
   for (let k = 0; k < 100; k++) assert.equal(ids.seenFingerprint(f(4095, k), 0, 0), false);
   let k = 0;
-  while (!ids.migrating) ids.seenFingerprint(f(200 + (k % 3800), 1_000_000 + k++), 0, 0);
+  while (!ids.migrating && k < 100_000) ids.seenFingerprint(f(200 + (k % 3800), 1_000_000 + k++), 0, 0);
+  assert.ok(ids.migrating);
   // Home 50 is not moved yet, and its probe sequence runs on to slot 100, moved first: recorded in the new table.
   assert.equal(ids.seenFingerprint(f(50, 42), 0, 0), false);
   assert.equal(ids.seenFingerprint(f(50, 42), 0, 0), true);
