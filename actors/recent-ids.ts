@@ -15,6 +15,17 @@ import { idFingerprint } from "./id-fingerprint.js";
  * was written in, and a slot older than the horizon is free for reuse. Whole generations expire
  * at once; the table is rebuilt (live slots only) when written slots pass the load limit, so its
  * size follows the ids remembered, and the horizon is honoured to within one generation.
+ *
+ * A rebuild is a migration, not a copy at once (which paused the router 30–270 ms per table in
+ * the saturated robots bench, and the node for seconds when tables rebuilt together): the new
+ * table starts empty beside the old one, and each insert (or `prefetch`, for its batch) moves the
+ * next `step` old slots over, expired ones dropped, starting at a never-written slot and always
+ * stopping just past one. So the moved part of the old table is whole probe clusters, and an id
+ * lives in exactly one table: the old one if its home slot there is not moved yet (looked up and
+ * recorded there; its probe sequence cannot reach the moved part except by wrapping round to the
+ * start, which sends it to the new table), the new one otherwise. One probe sequence per id, as
+ * without a migration. (An earlier incremental rebuild looked ids up in both tables and recorded
+ * new ones in the new table only: a second cache miss per id, and it made the node fall behind.)
  */
 export class RecentIds {
   private slots: Slots;
@@ -28,6 +39,8 @@ export class RecentIds {
   private moved = 0;
   /** Old slots moved per insert (`migrationStep` at least). */
   private step = migrationStep;
+  /** Inserts whose share of the migration `prefetch` moved already. */
+  private prepaid = 0;
   /** Slots ever written (live or expired) since the last rebuild: what lengthens probe sequences. */
   private written = 0;
   private generation = 1;
@@ -69,9 +82,14 @@ export class RecentIds {
    * overlaps them, where lookups one after another wait for each miss in turn.
    */
   prefetch(fingerprints: Uint32Array, from: number, to: number): void {
-    const { words, mask } = this.slots;
     let touched = 0;
+    if (this.old !== undefined && to > from) {
+      // The batch's share of the migration, in one go (one loop, not one call per insert).
+      this.migrate(this.generation - this.generationCount, this.step * (to - from));
+      this.prepaid += to - from;
+    }
     const old = this.old;
+    const { words, mask } = this.slots;
     if (old === undefined) for (let i = from; i < to; i++) touched ^= words[4 * (fingerprints[3 * i]! & mask)]!;
     else {
       // The one table each id is looked up in (see `insert`).
@@ -122,7 +140,8 @@ export class RecentIds {
     const oldestLive = this.generation - this.generationCount;
     if (this.old !== undefined) {
       const found = this.insertOld(this.old, a, b, c, oldestLive);
-      this.migrate(oldestLive, this.step);
+      if (this.prepaid > 0) this.prepaid--;
+      else this.migrate(oldestLive, this.step);
       if (found !== notThere) return found === recorded;
     }
     const { words, mask } = this.slots;
@@ -208,7 +227,11 @@ export class RecentIds {
     }
     this.moved = moved;
     this.written += written;
-    if (moved === capacity) this.old = undefined;
+    if (moved === capacity) {
+      this.old = undefined;
+      this.prepaid = 0;
+      release(old.words);
+    }
   }
 
   /** Keeps at least `horizonMs` of ids: the current generation plus `generationCount` full ones. */
@@ -268,10 +291,10 @@ const maxLoad = 0.7;
 
 /**
  * A rebuild load for table `i` of several fed at the same rate (a node's partitions), between
- * 0.5 and 0.8, spread evenly (golden-ratio steps). Why: rebuilds are synchronous, and tables
- * fed alike reach one load together. Measured at 450k events/s over 24 partitions: all 24
- * rebuilt (100–300 ms each) within 6.5 s, a 5.5 s stall of the whole node, every provisional
- * result of that time seconds late. Spread, they fall over a third of the table's growth.
+ * 0.5 and 0.8, spread evenly (golden-ratio steps). Why: tables fed alike reach one load together.
+ * When rebuilds were synchronous, measured at 450k events/s over 24 partitions: all 24 rebuilt
+ * (100–300 ms each) within 6.5 s, a 5.5 s stall of the whole node. Migrations are incremental
+ * now; spread, their extra work per insert still falls over a third of the tables' growth.
  */
 export function staggeredLoad(i: number): number {
   return 0.5 + 0.3 * ((i * 0.6180339887) % 1);
@@ -288,11 +311,36 @@ class Slots {
   readonly mask: number;
 
   constructor(readonly capacity: number) {
-    this.words = new Uint32Array(4 * capacity);
+    this.words = take(4 * capacity);
     this.mask = capacity - 1;
   }
 
   get bytes(): number {
     return this.capacity * 16;
   }
+}
+
+/**
+ * Tables' arrays freed by migrations, by length, for the next table of that size (any partition's).
+ * Why: a fresh typed array's pages are handed out by the kernel on first touch, ~0.5 ms per MB
+ * measured (8 ns a slot), more than the migration's own copying; a reused one is only zeroed
+ * (~5 times cheaper). At steady state a table is rebuilt at the same size over and over.
+ */
+const pool = new Map<number, Uint32Array[]>();
+/** Kept per length at most, and only up to 64 MB each: the memory this holds idle is bounded (~2x 128 MB). */
+const poolPerLength = 2;
+const poolMaxWords = 1 << 24;
+
+function take(length: number): Uint32Array {
+  const words = pool.get(length)?.pop();
+  if (words === undefined) return new Uint32Array(length);
+  words.fill(0);
+  return words;
+}
+
+function release(words: Uint32Array): void {
+  if (words.length > poolMaxWords) return;
+  let free = pool.get(words.length);
+  if (free === undefined) pool.set(words.length, (free = []));
+  if (free.length < poolPerLength) free.push(words);
 }
