@@ -256,7 +256,10 @@ export class RecentIds {
     if (this.old !== undefined) this.migrate(oldestLive, Infinity);
     const old = this.slots;
     let capacity = minCapacity;
-    while (capacity * targetLoad < this.size + 1) capacity *= 2;
+    // Room for the live ids, and for the inserts a migration spans (at `migrationStep`) twice over
+    // before the new table's own limit: a table shrinks by 8x at most per rebuild, so the move
+    // never has to go faster than that (nor be finished at once).
+    while (capacity * targetLoad < this.size + 1 || capacity * this.rebuildLoad - this.size < (2 * old.capacity) / migrationStep) capacity *= 2;
     this.slots = new Slots(capacity);
     this.written = 0;
     // Start at a never-written slot (one exists: the load limit is below 1), moved at once.
@@ -265,8 +268,7 @@ export class RecentIds {
     this.old = old;
     this.oldStart = start;
     this.moved = 0;
-    // Done within half the inserts the new table takes before its own load limit (a table that
-    // shrinks a lot has few of those), so that a migration never has to be finished at once.
+    // Done within half the inserts the new table takes before its own load limit.
     const room = Math.max(1, capacity * this.rebuildLoad - this.size);
     this.step = Math.max(migrationStep, Math.ceil((2 * old.capacity) / room));
     this.migrate(oldestLive, 1);

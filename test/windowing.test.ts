@@ -205,6 +205,27 @@ test("recent ids: expiry holds across a migration (kept a whole horizon, gone a 
   for (let i = 0; i < 20_000; i += 101) assert.equal(later.seen(`a-${i}`, 13_000), false);
 });
 
+test("recent ids: after expiry a table shrinks, over many inserts too", () => {
+  const ids = new RecentIds(10_000, 0);
+  for (let i = 0; i < 200_000; i++) ids.seen(`a-${i}`, 0);
+  while (ids.migrating) ids.seen(`a-${Math.random()}`, 0);
+  const peak = ids.bytes;
+  // Then 1,000 ids a second: ~11k live at any time.
+  let n = 0;
+  const at = (i: number) => 12_000 + Math.floor(i / 1000) * 1000;
+  const shrunk = () => ids.bytes < peak && !ids.migrating;
+  let longest = 0;
+  for (let during = 0; n < 2_000_000 && !shrunk(); n++) {
+    ids.seen(`b-${n}`, at(n));
+    during = ids.migrating ? during + 1 : 0;
+    longest = Math.max(longest, during);
+  }
+  assert.ok(shrunk(), `${ids.bytes} < ${peak}`);
+  assert.ok(longest > 100, `moved over ${longest} inserts, not at once`);
+  for (let i = n - 9_000; i < n; i += 7) assert.equal(ids.seen(`b-${i}`, at(n)), true, `b-${i} of ${n}`);
+  for (let i = 0; i < 200_000; i += 997) assert.equal(ids.seen(`a-${i}`, at(n)), false);
+});
+
 test("recent ids: restored fingerprints during a migration, and an id whose probe runs into the moved part", () => {
   const ids = new RecentIds(60_000, 0);
   const f = (a: number, b: number) => Uint32Array.of(a, b, 7);
