@@ -230,7 +230,6 @@ export class RecentIds {
     if (moved === capacity) {
       this.old = undefined;
       this.prepaid = 0;
-      release(old.words);
     }
   }
 
@@ -313,7 +312,7 @@ class Slots {
   readonly mask: number;
 
   constructor(readonly capacity: number) {
-    this.words = take(4 * capacity);
+    this.words = new Uint32Array(4 * capacity);
     this.mask = capacity - 1;
   }
 
@@ -322,27 +321,3 @@ class Slots {
   }
 }
 
-/**
- * Tables' arrays freed by migrations, by length, for the next table of that size (any partition's).
- * Why: a fresh typed array's pages are handed out by the kernel on first touch, ~0.5 ms per MB
- * measured (8 ns a slot), more than the migration's own copying; a reused one is only zeroed
- * (~5 times cheaper). At steady state a table is rebuilt at the same size over and over.
- */
-const pool = new Map<number, Uint32Array[]>();
-/** Kept per length at most, and only up to 64 MB each: the memory this holds idle is bounded (~2x 128 MB). */
-const poolPerLength = 2;
-const poolMaxWords = 1 << 24;
-
-function take(length: number): Uint32Array {
-  const words = pool.get(length)?.pop();
-  if (words === undefined) return new Uint32Array(length);
-  words.fill(0);
-  return words;
-}
-
-function release(words: Uint32Array): void {
-  if (words.length > poolMaxWords) return;
-  let free = pool.get(words.length);
-  if (free === undefined) pool.set(words.length, (free = []));
-  if (free.length < poolPerLength) free.push(words);
-}
