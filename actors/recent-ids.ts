@@ -15,9 +15,32 @@ import { idFingerprint } from "./id-fingerprint.js";
  * was written in, and a slot older than the horizon is free for reuse. Whole generations expire
  * at once; the table is rebuilt (live slots only) when written slots pass the load limit, so its
  * size follows the ids remembered, and the horizon is honoured to within one generation.
+ *
+ * A rebuild is a migration, not a copy at once (which paused the router 30–270 ms per table in
+ * the saturated robots bench, and the node for seconds when tables rebuilt together): the new
+ * table starts empty beside the old one, and each insert (or `prefetch`, for its batch) moves the
+ * next `step` old slots over, expired ones dropped, starting at a never-written slot and always
+ * stopping just past one. So the moved part of the old table is whole probe clusters, and an id
+ * lives in exactly one table: the old one if its home slot there is not moved yet (looked up and
+ * recorded there; its probe sequence cannot reach the moved part except by wrapping round to the
+ * start, which sends it to the new table), the new one otherwise. One probe sequence per id, as
+ * without a migration. (An earlier incremental rebuild looked ids up in both tables and recorded
+ * new ones in the new table only: a second cache miss per id, and it made the node fall behind.)
  */
 export class RecentIds {
   private slots: Slots;
+  /**
+   * During a migration: the table being moved into `slots`, from its never-written slot
+   * `oldStart` on (wrapping), `moved` slots so far. An id whose home slot in it is not moved yet
+   * is looked up (and recorded) there; any other in `slots`: one probe sequence per id.
+   */
+  private old?: Slots;
+  private oldStart = 0;
+  private moved = 0;
+  /** Old slots moved per insert (`migrationStep` at least). */
+  private step = migrationStep;
+  /** Inserts whose share of the migration `prefetch` moved already. */
+  private prepaid = 0;
   /** Slots ever written (live or expired) since the last rebuild: what lengthens probe sequences. */
   private written = 0;
   private generation = 1;
@@ -59,9 +82,24 @@ export class RecentIds {
    * overlaps them, where lookups one after another wait for each miss in turn.
    */
   prefetch(fingerprints: Uint32Array, from: number, to: number): void {
-    const { words, mask } = this.slots;
     let touched = 0;
-    for (let i = from; i < to; i++) touched ^= words[4 * (fingerprints[3 * i]! & mask)]!;
+    if (this.old !== undefined && to > from) {
+      // The batch's share of the migration, in one go (one loop, not one call per insert).
+      this.migrate(this.generation - this.generationCount, this.step * (to - from));
+      this.prepaid += to - from;
+    }
+    const old = this.old;
+    const { words, mask } = this.slots;
+    if (old === undefined) for (let i = from; i < to; i++) touched ^= words[4 * (fingerprints[3 * i]! & mask)]!;
+    else {
+      // The one table each id is looked up in (see `insert`).
+      const { oldStart, moved } = this;
+      for (let i = from; i < to; i++) {
+        const a = fingerprints[3 * i]!;
+        const h = a & old.mask;
+        touched ^= ((h - oldStart) & old.mask) >= moved ? old.words[4 * h]! : words[4 * (a & mask)]!;
+      }
+    }
     this.touched = touched;
   }
 
@@ -89,13 +127,24 @@ export class RecentIds {
 
   /** Bytes the table holds (typed arrays). */
   get bytes(): number {
-    return this.slots.bytes;
+    return this.slots.bytes + (this.old?.bytes ?? 0);
+  }
+
+  /** A migration is under way (tests, benches). */
+  get migrating(): boolean {
+    return this.old !== undefined;
   }
 
   /** Records the fingerprint `a b c` unless it is live already; returns whether it was new. */
   private insert(a: number, b: number, c: number): boolean {
-    const { words, mask } = this.slots;
     const oldestLive = this.generation - this.generationCount;
+    if (this.old !== undefined) {
+      const found = this.insertOld(this.old, a, b, c, oldestLive);
+      if (this.prepaid > 0) this.prepaid--;
+      else this.migrate(oldestLive, this.step);
+      if (found !== notThere) return found === recorded;
+    }
+    const { words, mask } = this.slots;
     let reusable = -1;
     let i = a & mask;
     for (let g = words[4 * i]!; g !== 0; i = (i + 1) & mask, g = words[4 * i]!) {
@@ -115,6 +164,75 @@ export class RecentIds {
     return true;
   }
 
+  /**
+   * The id `a b c` looked up in the table being migrated, if its home slot there is not moved
+   * yet: `seenBefore` (live there), `recorded` (absent: written there now) or `notThere` (its
+   * home is moved, or its probe sequence runs into the moved part: the current table decides).
+   * Why an id's slots stay in one table: the moved part ends just past a never-written slot, so
+   * the probe sequence from an unmoved home stays in the unmoved part (up to `oldStart`, moved
+   * first), and nothing is written into the moved part.
+   */
+  private insertOld(old: Slots, a: number, b: number, c: number, oldestLive: number): number {
+    const { words, mask } = old;
+    const start = this.oldStart;
+    let i = a & mask;
+    if (((i - start) & mask) < this.moved) return notThere;
+    let reusable = -1;
+    for (let g = words[4 * i]!; g !== 0; g = words[4 * i]!) {
+      if (g < oldestLive) {
+        if (reusable < 0) reusable = i;
+      } else if (words[4 * i + 1] === a && words[4 * i + 2] === b && words[4 * i + 3] === c) return seenBefore;
+      i = (i + 1) & mask;
+      if (i === start) return notThere;
+    }
+    const slot = 4 * (reusable >= 0 ? reusable : i);
+    words[slot] = this.generation;
+    words[slot + 1] = a;
+    words[slot + 2] = b;
+    words[slot + 3] = c;
+    this.perGeneration[this.generation % this.perGeneration.length]!++;
+    return recorded;
+  }
+
+  /**
+   * Moves at least `step` slots of the table being migrated (its live ones) into the current
+   * one, and on to just past a never-written slot; drops the old table once all are moved.
+   */
+  private migrate(oldestLive: number, step: number): void {
+    const old = this.old!;
+    const from = old.words;
+    const oldMask = old.mask;
+    const { words, mask } = this.slots;
+    const capacity = old.capacity;
+    let moved = this.moved;
+    let j = (this.oldStart + moved) & oldMask;
+    let written = 0;
+    for (let budget = step; moved < capacity; j = (j + 1) & oldMask) {
+      const generation = from[4 * j]!;
+      moved++;
+      budget--;
+      if (generation === 0) {
+        if (budget <= 0) break;
+        continue;
+      }
+      if (generation < oldestLive) continue;
+      const a = from[4 * j + 1]!;
+      let i = a & mask;
+      while (words[4 * i] !== 0) i = (i + 1) & mask;
+      words[4 * i] = generation;
+      words[4 * i + 1] = a;
+      words[4 * i + 2] = from[4 * j + 2]!;
+      words[4 * i + 3] = from[4 * j + 3]!;
+      written++;
+    }
+    this.moved = moved;
+    this.written += written;
+    if (moved === capacity) {
+      this.old = undefined;
+      this.prepaid = 0;
+    }
+  }
+
   /** Keeps at least `horizonMs` of ids: the current generation plus `generationCount` full ones. */
   private rotate(now: number): void {
     // Called per id with the same `now` for a whole batch: nothing to do until the next generation starts.
@@ -126,32 +244,47 @@ export class RecentIds {
     this.generationStart += steps * this.generationMs;
   }
 
-  /** A table sized for the live ids (at most half full), expired slots dropped. */
+  /**
+   * Starts moving the live ids into a table sized for them (at most `targetLoad` full), expired
+   * slots dropped: `migrationStep` old slots per insert from here on (`migrate`), so no insert
+   * waits for the whole table to be copied.
+   */
   private rebuild(): void {
-    const old = this.slots;
     const oldestLive = this.generation - this.generationCount;
+    // One migration at a time: finish the previous one (it is done long before, see `migrationStep`).
+    if (this.old !== undefined) this.migrate(oldestLive, Infinity);
+    const old = this.slots;
     let capacity = minCapacity;
-    while (capacity * targetLoad < this.size + 1) capacity *= 2;
-    const next = new Slots(capacity);
-    const { words, mask } = next;
-    let written = 0;
-    const from = old.words;
-    for (let j = 0; j < from.length; j += 4) {
-      const generation = from[j]!;
-      // Never written (0: also below `oldestLive` once the first horizon has passed) or expired.
-      if (generation === 0 || generation < oldestLive) continue;
-      let i = from[j + 1]! & mask;
-      while (words[4 * i] !== 0) i = (i + 1) & mask;
-      words[4 * i] = generation;
-      words[4 * i + 1] = from[j + 1]!;
-      words[4 * i + 2] = from[j + 2]!;
-      words[4 * i + 3] = from[j + 3]!;
-      written++;
-    }
-    this.slots = next;
-    this.written = written;
+    // Room for the live ids, and for the inserts a migration spans (at `migrationStep`) twice over
+    // before the new table's own limit: a table shrinks by 8x at most per rebuild, so the move
+    // never has to go faster than that (nor be finished at once).
+    while (capacity * targetLoad < this.size + 1 || capacity * this.rebuildLoad - this.size < (2 * old.capacity) / migrationStep) capacity *= 2;
+    this.slots = new Slots(capacity);
+    this.written = 0;
+    // Start at a never-written slot (one exists: the load limit is below 1), moved at once.
+    let start = 0;
+    while (old.words[4 * start] !== 0) start++;
+    this.old = old;
+    this.oldStart = start;
+    this.moved = 0;
+    // Done within half the inserts the new table takes before its own load limit.
+    const room = Math.max(1, capacity * this.rebuildLoad - this.size);
+    this.step = Math.max(migrationStep, Math.ceil((2 * old.capacity) / room));
+    this.migrate(oldestLive, 1);
   }
 }
+
+/** `insertOld`'s answers. */
+const notThere = 0;
+const seenBefore = 1;
+const recorded = 2;
+/**
+ * Old slots moved per insert during a migration. Why this many: ids whose home is not moved yet
+ * are still written into the old table, so the part moved last takes a migration's worth of
+ * inserts on top of its load: moved over capacity / 32 inserts, that is at most 1/32 (3 points)
+ * more. Each insert then moves ~20 live ids (0.5–0.8 of 32), a few hundred ns.
+ */
+const migrationStep = 32;
 
 const minCapacity = 1 << 12;
 /** Rebuild once this share of slots has been written (linear probing slows down past it). */
@@ -159,10 +292,10 @@ const maxLoad = 0.7;
 
 /**
  * A rebuild load for table `i` of several fed at the same rate (a node's partitions), between
- * 0.5 and 0.8, spread evenly (golden-ratio steps). Why: rebuilds are synchronous, and tables
- * fed alike reach one load together. Measured at 450k events/s over 24 partitions: all 24
- * rebuilt (100–300 ms each) within 6.5 s, a 5.5 s stall of the whole node, every provisional
- * result of that time seconds late. Spread, they fall over a third of the table's growth.
+ * 0.5 and 0.8, spread evenly (golden-ratio steps). Why: tables fed alike reach one load together.
+ * When rebuilds were synchronous, measured at 450k events/s over 24 partitions: all 24 rebuilt
+ * (100–300 ms each) within 6.5 s, a 5.5 s stall of the whole node. Migrations are incremental
+ * now; spread, their extra work per insert still falls over a third of the tables' growth.
  */
 export function staggeredLoad(i: number): number {
   return 0.5 + 0.3 * ((i * 0.6180339887) % 1);
@@ -187,3 +320,4 @@ class Slots {
     return this.capacity * 16;
   }
 }
+

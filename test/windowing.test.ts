@@ -150,6 +150,107 @@ test("recent ids: tables fed alike rebuild at staggered loads, and every load re
   assert.notDeepEqual(growth(0.5), growth(0.8), "different loads grow the table at different points");
 });
 
+test("recent ids: a rebuild migrates a slice per insert; ids from before, during and after it are all seen", () => {
+  // Rebuilt at once, a table paused its router for 30-270 ms (the whole node, when many tables rebuilt together).
+  const ids = new RecentIds(60_000, 0);
+  const id = (i: number) => `event-${i}`;
+  let n = 0;
+  while (!ids.migrating && n < 100_000) assert.equal(ids.seen(id(n++), 0), false);
+  assert.ok(ids.migrating, "a rebuild leaves a migration under way");
+  const before = n;
+  const both = ids.bytes; // the new table, and the old one beside it until it is moved
+  let during = 0;
+  for (; ids.migrating; during++) {
+    assert.equal(ids.seen(id(n++), 0), false);
+    // A duplicate of an id from before the migration, and of one recorded during it, is caught.
+    assert.equal(ids.seen(id(during % before), 0), true, `id ${during % before} (before) during the migration`);
+    assert.equal(ids.seen(id(n - 1 - (during % 7)), 0), true);
+  }
+  assert.ok(during > 10 && during < before, `moved over ${during} inserts, not at once`);
+  assert.ok(ids.bytes < both, "the old table is dropped once moved");
+  for (let k = 0; k < 1000; k++) assert.equal(ids.seen(id(n++), 0), false);
+  for (let i = 0; i < n; i++) assert.equal(ids.seen(id(i), 0), true, `id ${i} of ${n} after the migration`);
+  assert.equal(ids.size, n);
+});
+
+test("recent ids: expiry holds across a migration (kept a whole horizon, gone a generation after it)", () => {
+  // Horizon 10 s in 10 generations of 1 s.
+  const ids = new RecentIds(10_000, 0);
+  for (let i = 0; i < 1000; i++) ids.seen(`old-${i}`, 0);
+  let n = 0;
+  let t = 9_000;
+  while (!ids.migrating && n < 100_000) ids.seen(`new-${n++}`, t);
+  assert.ok(ids.migrating);
+  let checks = 0;
+  for (; ids.migrating; checks++) {
+    ids.seen(`new-${n++}`, t);
+    // Written at 0: seen for the whole horizon while the table migrates, gone a generation after it.
+    if (checks < 20) assert.equal(ids.seen(`old-${checks}`, t), true, `old-${checks} within the horizon`);
+    else {
+      t = 11_500;
+      assert.equal(ids.seen(`old-${500 + checks}`, t), false, `old-${500 + checks} expired`);
+    }
+  }
+  assert.ok(checks > 20 && checks < 480, `${checks}`);
+  for (let i = 0; i < 500; i += 37) assert.equal(ids.seen(`old-${i}`, t), false, `old-${i} expired (checked within the horizon or not)`);
+  for (let i = 0; i < n; i += 13) assert.equal(ids.seen(`new-${i}`, t), true, `new-${i} kept`);
+  // Migrations after expiry move only the live ids.
+  const later = new RecentIds(10_000, 0);
+  for (let i = 0; i < 20_000; i++) later.seen(`a-${i}`, 0);
+  for (let i = 0; i < 20_000; i++) later.seen(`b-${i}`, 12_000 + (i % 1000));
+  let c = 0;
+  while (later.migrating) later.seen(`c-${c++}`, 13_000);
+  assert.equal(later.size, 20_000 + c);
+  for (let i = 0; i < 20_000; i += 101) assert.equal(later.seen(`b-${i}`, 13_000), true);
+  for (let i = 0; i < 20_000; i += 101) assert.equal(later.seen(`a-${i}`, 13_000), false);
+});
+
+test("recent ids: after expiry a table shrinks, over many inserts too", () => {
+  const ids = new RecentIds(10_000, 0);
+  for (let i = 0; i < 200_000; i++) ids.seen(`a-${i}`, 0);
+  while (ids.migrating) ids.seen(`a-${Math.random()}`, 0);
+  const peak = ids.bytes;
+  // Then 1,000 ids a second: ~11k live at any time.
+  let n = 0;
+  const at = (i: number) => 12_000 + Math.floor(i / 1000) * 1000;
+  const shrunk = () => ids.bytes < peak && !ids.migrating;
+  let longest = 0;
+  for (let during = 0; n < 2_000_000 && !shrunk(); n++) {
+    ids.seen(`b-${n}`, at(n));
+    during = ids.migrating ? during + 1 : 0;
+    longest = Math.max(longest, during);
+  }
+  assert.ok(shrunk(), `${ids.bytes} < ${peak}`);
+  assert.ok(longest > 100, `moved over ${longest} inserts, not at once`);
+  for (let i = n - 9_000; i < n; i += 7) assert.equal(ids.seen(`b-${i}`, at(n)), true, `b-${i} of ${n}`);
+  for (let i = 0; i < 200_000; i += 997) assert.equal(ids.seen(`a-${i}`, at(n)), false);
+});
+
+test("recent ids: restored fingerprints during a migration, and an id whose probe runs into the moved part", () => {
+  const ids = new RecentIds(60_000, 0);
+  const f = (a: number, b: number) => Uint32Array.of(a, b, 7);
+  // A cluster at the table's end that wraps to slots 0-99, so the migration starts at slot 100.
+  for (let k = 0; k < 100; k++) assert.equal(ids.seenFingerprint(f(4095, k), 0, 0), false);
+  let k = 0;
+  while (!ids.migrating && k < 100_000) ids.seenFingerprint(f(200 + (k % 3800), 1_000_000 + k++), 0, 0);
+  assert.ok(ids.migrating);
+  // Home 50 is not moved yet, and its probe sequence runs on to slot 100, moved first: recorded in the new table.
+  assert.equal(ids.seenFingerprint(f(50, 42), 0, 0), false);
+  assert.equal(ids.seenFingerprint(f(50, 42), 0, 0), true);
+  assert.equal(ids.seenFingerprint(f(4095, 3), 0, 0), true, "found where it wrapped, before the moved part");
+  const restored = new Uint32Array(3 * 500);
+  for (let r = 0; r < 500; r++) restored.set(f(r * 97, 5_000_000 + r), 3 * r);
+  ids.restoreFingerprints(restored, 0);
+  for (let r = 0; r < 500; r++) assert.equal(ids.seenFingerprint(restored, r, 0), true, `restored ${r}`);
+  assert.ok(ids.migrating || k > 0);
+  while (ids.migrating) ids.seenFingerprint(f(200 + (k % 3800), 1_000_000 + k++), 0, 0);
+  for (let r = 0; r < 500; r++) assert.equal(ids.seenFingerprint(restored, r, 0), true, `restored ${r} after`);
+  assert.equal(ids.seenFingerprint(f(50, 42), 0, 0), true);
+  for (let j = 0; j < 100; j++) assert.equal(ids.seenFingerprint(f(4095, j), 0, 0), true);
+  for (let j = 0; j < k; j++) assert.equal(ids.seenFingerprint(f(200 + (j % 3800), 1_000_000 + j), 0, 0), true);
+  assert.equal(ids.size, 100 + k + 1 + 500);
+});
+
 test("window lifecycle: provisional while open, final past end + lateness, corrected for late data", async () => {
   const rules = parseRules("metrics: [{name: m, kind: k, value: v, aggregates: [count, sum, max], window: 1m, lateness: 30s}]");
   const emitted: WindowResult[] = [];
