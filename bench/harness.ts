@@ -297,6 +297,9 @@ export interface TallyStatus {
  * With `nodes` > 1, a cluster of that many nodes (the first is the one `node` and `status` mean;
  * progress counts every node's events).
  */
+/** Bench nodes can be asked for a full GC before a memory reading (`/v1/status?gc`). */
+const exposeGc = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --expose-gc`.trim() };
+
 export async function startTally(rules: { metrics: object[] }, opts: { profileDir?: string; nodes?: number } = {}): Promise<TallyStack> {
   const dir = tempDir("tally-bench-");
   const rulesFile = join(dir.path, "rules.json");
@@ -308,7 +311,7 @@ export async function startTally(rules: { metrics: object[] }, opts: { profileDi
     nodes.push(
       opts.profileDir && i === 0
         ? await startProfiledNode(["--nats", nats.url, "--data", dataDir, "--rules", rulesFile], opts.profileDir)
-        : await NodeProcess.start({ natsUrl: nats.url, dataDir, rulesFile }),
+        : await NodeProcess.start({ natsUrl: nats.url, dataDir, rulesFile, env: exposeGc }),
     );
   }
   const node = nodes[0]!;

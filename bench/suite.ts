@@ -9,7 +9,8 @@ import { startLimit } from "./baselines/limit.js";
 import { naiveUnavailable, startNaiveRedis } from "./baselines/naive-redis.js";
 import { startStatsd, statsdUnavailable } from "./baselines/statsd.js";
 import type { GeneratorSpec } from "./generator.js";
-import { measureFreshness, peakRss, probeRule, rss, saturate, sleep, startTally, type Freshness, type LoadTiming, type TallyStack, type Throughput } from "./harness.js";
+import { measureFreshness, peakRss, probeRule, rss, saturate, sleep, startTally, type Freshness, type LoadTiming, type TallyStack, type TallyStatus, type Throughput } from "./harness.js";
+import { httpRequest } from "../test/processes.js";
 import { summarizeProfile, type ProfileEntry } from "./profile.js";
 import type { Workload } from "./workload.js";
 
@@ -46,7 +47,7 @@ export interface TallyRow {
   rssAtPeakWindows: number;
   /** Once the load stopped and the node drained it: active windows and the node's RSS then. */
   settled: SettledMemory;
-  /** The same, once the node has been idle for `quietMs` more (V8 shrinks its heap when allocation stops; high cardinality only). */
+  /** The same, once the node has been idle for `quietMs` more and then run a full GC (high cardinality only). */
   quiet?: SettledMemory & { quietMs: number };
   freshness: Freshness;
 }
@@ -132,7 +133,7 @@ export class Suite {
       const counters = (await stack.status()).counters;
       await stack.drain(this.smoke ? 5_000 : 20_000); // start the freshness phase on an idle pipeline
       const settled = await settledMemory(stack);
-      const quiet = c.oneWindow && !this.smoke ? { ...(await sleep(quietMs).then(() => settledMemory(stack))), quietMs } : undefined;
+      const quiet = c.oneWindow && !this.smoke ? { ...(await sleep(quietMs).then(() => settledMemory(stack, true))), quietMs } : undefined;
       const freshness = await measureFreshness(
         stack,
         { ...spec, idPrefix: this.idPrefix(), rate: Math.max(1_000, throughput.eventsPerSec / 2) },
@@ -267,8 +268,9 @@ export interface SettledMemory {
   externalBytes: number;
 }
 
-async function settledMemory(stack: TallyStack): Promise<SettledMemory> {
-  const s = await stack.status();
+/** `collect`: after a full GC of the node (its garbage is not what its windows hold). */
+async function settledMemory(stack: TallyStack, collect = false): Promise<SettledMemory> {
+  const s = collect ? (JSON.parse((await httpRequest(`${stack.node.url}/v1/status?gc`, { timeoutMs: 60_000 })).body) as TallyStatus) : await stack.status();
   return { activeWindows: s.activeWindows, rssBytes: rss(stack.node.pid), heapUsedBytes: s.memory.heapUsed, heapTotalBytes: s.memory.heapTotal, externalBytes: s.memory.external };
 }
 

@@ -89,7 +89,12 @@ async function handle(node: NodeApi, req: IncomingMessage, res: ServerResponse):
   if (req.method === "GET" && path === "/healthz") {
     return json(res, node.isReady ? 200 : 503, { status: node.isReady ? "ok" : "starting" });
   }
-  if (req.method === "GET" && path === "/v1/status") return json(res, 200, node.status());
+  if (req.method === "GET" && path === "/v1/status") {
+    // `?gc`: a full collection first, so memory readings hold no garbage. Only a node started with
+    // `--expose-gc` (the benchmarks') has one to call; elsewhere it is ignored.
+    if (url.searchParams.has("gc")) (globalThis as { gc?: () => void }).gc?.();
+    return json(res, 200, node.status());
+  }
   if (req.method === "GET" && path === "/v1/metrics") {
     return json(res, 200, { metrics: node.metricRules.map(describeRule) });
   }
