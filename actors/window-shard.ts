@@ -1,11 +1,12 @@
 import type { ActorSystem } from "../runtime/actor-system.js";
-import { actorKey, parseActorKey, shardOfKey } from "./actor-keys.js";
+import { actorKey, parseActorKey, seriesShardKey, shardOfKey } from "./actor-keys.js";
 import { EventTimeTimers } from "./event-time-timers.js";
 import { parentWindow, rollupLevel, type RollupRule } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import { otherDims, SeriesAdmission, type AdmissionWindow } from "./series-limit.js";
 import type { WindowActorEnv, WindowMessage } from "./window-actor.js";
 import type { WindowResult } from "./window-result.js";
+import { storedWindowMayWait } from "./window-snapshot.js";
 import { WindowTable } from "./window-table.js";
 
 /** What one event partition last said about its event-time progress. */
@@ -51,6 +52,11 @@ export interface WindowShardOptions {
   fireSlice?: number;
   /** What `mark` waits for between slices (default: the event loop's next turn, `setImmediate`). */
   pause?: () => Promise<void>;
+  /**
+   * Purge every window through its actor, as before `ActorSystem.forget` (a store read per
+   * passivated window): for benchmarks and tests comparing the two.
+   */
+  purgeByMessage?: boolean;
 }
 
 /** Windows fired per slice by default: ~5–10 ms of work for count windows here. */
@@ -78,6 +84,17 @@ export class WindowShard {
   /** Fire timers by rollup level (0: the rules' own windows, 1: first rollups…): fired level by level. */
   private readonly fires: EventTimeTimers[] = [];
   private readonly purges = new EventTimeTimers();
+  /**
+   * Series whose windows may still be open at their purge: a hot series' windows wait for their
+   * sub-actors' last shares, and its rollup windows for those (holds stay within a series).
+   * Their purges go through their actors, which keep an open window's state. Any other window
+   * is final by then (its fire comes first, and only sub-actors or held finer windows make it
+   * wait), so its state is dropped unread (`ActorSystem.forget`). By series, not window, and
+   * never dropped while the process lives: a window kept open at its purge may take partials
+   * later, and a few bytes per hot series ever seen is all it costs. Rebuilt at a restart from
+   * the stored windows (`restoreWindow`).
+   */
+  private readonly waitingSeries = new Set<string>();
   private readonly admission = new SeriesAdmission();
   /** Open salted sub-actors: each gets a tick at every watermark step, to hand over what it gathered. */
   private readonly subs = new Set<string>();
@@ -148,6 +165,8 @@ export class WindowShard {
   }
 
   private applyHere(partial: WindowPartial): void {
+    // A router's marker or a sub-actor's hand-over: the series' windows may wait.
+    if (partial.salts || partial.fromSub) this.waitingSeries.add(seriesShardKey(partial.key));
     const table = this.table;
     // A row's timers (and its rollup windows') were registered with its first partial.
     if (table?.has(partial.key)) {
@@ -204,6 +223,8 @@ export class WindowShard {
    */
   restoreWindow(key: string, end: number, open: boolean, stored?: Uint8Array): void {
     this.schedule(key, end, open);
+    // (A final window stays final. Without its bytes, the safe guess.)
+    if (open && (!stored || storedWindowMayWait(stored))) this.waitingSeries.add(seriesShardKey(key));
     if (open && stored && this.table) this.table.restore(key, stored);
     const { metric, dimsId } = parseActorKey(key);
     const rule = this.timing(metric);
@@ -316,11 +337,18 @@ export class WindowShard {
       }
     }
     const purge: WindowMessage = { type: "purge" };
+    const byMessage = this.options.purgeByMessage === true;
+    const waiting = this.waitingSeries;
     let n = 0;
     for (const key of [...this.purges.due(next)]) {
       if (n++ > 0 && n % slice === 0) await pause();
       // A row is open, so never due for a purge (that is a horizon after its close).
-      if (!this.table?.has(key)) this.actors.send(key, purge);
+      if (this.table?.has(key)) continue;
+      // A passivated window that cannot be open is dropped without reading its state (200k
+      // reads a minute at 200k windows a minute). An active one, with its fire or a late partial
+      // maybe still queued, and one that may wait, are told: their actor decides, in order.
+      // (A salted sub-actor's series id has its salt: it drops its state whatever it holds.)
+      if (byMessage || (waiting.size > 0 && waiting.has(seriesShardKey(key))) || !this.actors.forget(key)) this.actors.send(key, purge);
     }
     this.admission.advance(next);
   }

@@ -104,6 +104,22 @@ export function storedWindowTimes(bytes: Uint8Array): { end: number; open: boole
   return { end: buf.readDoubleLE(2 + 8), open: buf[1] === 0 };
 }
 
+/**
+ * Whether a stored window carries a hot series' or a rollup's bookkeeping (`subs`, `holds`): only
+ * such a window can still be open after its time (waiting for sub-actors or finer windows). A scan
+ * of the tail for the field names, not a parse: a dims key spelled so only makes it say yes,
+ * which is the safe answer.
+ */
+export function storedWindowMayWait(bytes: Uint8Array): boolean {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf[0] === 0x7b) {
+    const w = legacy(buf);
+    return w.subs !== undefined || w.holds !== undefined;
+  }
+  check(buf);
+  return buf.indexOf('"subs":', fixedBytes) >= 0 || buf.indexOf('"holds":', fixedBytes) >= 0;
+}
+
 function check(buf: Buffer): void {
   if (buf[0] !== version || buf.length < fixedBytes || buf[1]! >= statuses.length) {
     throw new Error(`not a window snapshot (first byte ${buf[0]}, ${buf.length} bytes)`);

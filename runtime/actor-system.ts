@@ -161,6 +161,19 @@ export class ActorSystem<M> {
     this.unsaved.set(key, state);
   }
 
+  /**
+   * Drops actor `key`'s state without activating it: nothing is read, and the next cut deletes
+   * its stored copy (a delete like a passivated actor's `undefined` snapshot, replicated the
+   * same way). Only while it is not active: returns false, doing nothing, when it is, since its
+   * queued messages and its state in memory come first; the caller then tells it by a message.
+   * (A key the `holder` keeps is the holder's to drop.)
+   */
+  forget(key: string): boolean {
+    if (this.activations.has(key)) return false;
+    this.unsaved.set(key, null);
+    return true;
+  }
+
   /** Messages queued and not yet processed. */
   get pendingCount(): number {
     return this.pending;

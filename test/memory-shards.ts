@@ -14,6 +14,8 @@ export interface MemoryShardsSettings {
   actorIdleMs: number;
   /** Plain windows as actors, not rows of a table (a node keeps them in a table: the default). */
   actorsOnly?: boolean;
+  /** Every purge through its window's actor, as before `ActorSystem.forget` (`WindowShardOptions.purgeByMessage`). */
+  purgeByMessage?: boolean;
 }
 
 /**
@@ -59,6 +61,7 @@ export class MemoryShards {
           for (const p of partials) this.shards.get(shardOfKey(p.key, shards))!.applyForwarded([p]);
         },
         table: this.settings.actorsOnly ? undefined : env,
+        purgeByMessage: this.settings.purgeByMessage,
       });
       const meta = await this.store.get(metaKey(id));
       if (meta) shard.restore(JSON.parse(Buffer.from(meta).toString()) as ShardState);

@@ -5,7 +5,7 @@ import { parseRules } from "../actors/rules.js";
 import { windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard } from "../actors/window-shard.js";
-import { decodeWindowSnapshot, encodeWindowSnapshot, storedWindowTimes, type StoredWindow } from "../actors/window-snapshot.js";
+import { decodeWindowSnapshot, encodeWindowSnapshot, storedWindowMayWait, storedWindowTimes, type StoredWindow } from "../actors/window-snapshot.js";
 import { ActorSystem } from "../runtime/actor-system.js";
 import { MemoryStateStore } from "../runtime/state-store.js";
 
@@ -35,6 +35,10 @@ test("a window snapshot round-trips every field, infinities and unicode included
   const open = encodeWindowSnapshot({ ...window, status: "open", subs: undefined, holds: undefined }, t0, t0 + minute);
   assert.equal(storedWindowTimes(open).open, true);
   assert.equal("states" in decodeWindowSnapshot(open), false, "no states: none stored");
+  // Only a window with sub-actors or holds may wait past its time (its purge then goes through its actor).
+  assert.deepEqual([storedWindowMayWait(bytes), storedWindowMayWait(open)], [true, false]);
+  assert.equal(storedWindowMayWait(encodeWindowSnapshot({ ...window, subs: undefined }, t0, t0 + minute)), true, "holds alone");
+  assert.equal(storedWindowMayWait(encodeWindowSnapshot({ ...window, subs: undefined, holds: undefined, dims: { site: '"holds": "subs":' } }, t0, t0 + minute)), false, "a dims value spelled so (JSON escapes its quotes)");
   const count: StoredWindow = { metric: "devices", window: "1m", start: t0, end: t0 + minute, dims: { device: "dev-123456" }, status: "open", revision: 0, lateCount: 0, watermark: t0, agg: { count: 3, sum: 0, min: Infinity, max: -Infinity } };
   assert.ok(encodeWindowSnapshot(count, t0, t0 + minute).length < 0.7 * JSON.stringify(count).length, "a count window's snapshot is smaller than its JSON");
 });
@@ -45,6 +49,7 @@ test("snapshots written as JSON before the binary format still read, and a malfo
   assert.deepEqual(read.agg, { count: 0, sum: 0, min: Infinity, max: -Infinity });
   assert.equal(read.dims.site, window.dims.site);
   assert.deepEqual(storedWindowTimes(legacy), { end: t0 + minute, open: false });
+  assert.equal(storedWindowMayWait(legacy), true);
   assert.throws(() => decodeWindowSnapshot(Buffer.from([9, 0, 1])), /not a window snapshot/);
   assert.throws(() => storedWindowTimes(Buffer.from([1, 0])), /not a window snapshot/);
 });
