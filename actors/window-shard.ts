@@ -6,7 +6,7 @@ import type { WindowPartial } from "./router.js";
 import { otherDims, SeriesAdmission, type AdmissionWindow } from "./series-limit.js";
 import type { WindowActorEnv, WindowMessage } from "./window-actor.js";
 import type { WindowResult } from "./window-result.js";
-import { storedWindowMayWait } from "./window-snapshot.js";
+import { storedWindowMayWait, storedWindowWatermark } from "./window-snapshot.js";
 import { WindowTable } from "./window-table.js";
 
 /** What one event partition last said about its event-time progress. */
@@ -190,7 +190,7 @@ export class WindowShard {
     if (closesAt > this.current) (this.fires[0] ??= new EventTimeTimers()).add(closesAt, partial.key);
     const { metric, window, start, dimsId } = parseActorKey(partial.key);
     for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
-      this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id));
+      this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id), this.current);
     }
     return true;
   }
@@ -201,17 +201,17 @@ export class WindowShard {
    * first base partial. Also rebuilds them after a restart (`restoreWindow`). Returns whether
    * the window is new here (see `timers`).
    */
-  schedule(key: string, end: number, open: boolean): boolean {
+  schedule(key: string, end: number, open: boolean, since = this.current): boolean {
     const { metric, window, start, dimsId, salt } = parseActorKey(key);
     const rule = this.timing(metric);
-    const fresh = this.timers(key, end, open, rule, rollupLevel(rule, window));
+    const fresh = this.timers(key, end, open, rule, rollupLevel(rule, window), since);
     // A salted sub-actor hands its share to its window, which rolls up: it has no rollups of its own.
     if (salt !== undefined) {
       if (open) this.subs.add(key);
       return fresh;
     }
     for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
-      this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id));
+      this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id), since);
     }
     return fresh;
   }
@@ -222,14 +222,18 @@ export class WindowShard {
    * not know is taken for new, and its actor starts empty (`timers`).
    */
   restoreWindow(key: string, end: number, open: boolean, stored?: Uint8Array): void {
-    this.schedule(key, end, open);
+    // Its purge counted from the watermark it last saw, not the restart's: a node restarted more
+    // often than a horizon would otherwise never purge a window closed before its restarts.
+    const seen = stored ? storedWindowWatermark(stored) : NaN;
+    const since = Number.isFinite(seen) ? Math.min(seen, this.current) : this.current;
+    this.schedule(key, end, open, since);
     // (A final window stays final. Without its bytes, the safe guess.)
     if (open && (!stored || storedWindowMayWait(stored))) this.waitingSeries.add(seriesShardKey(key));
     if (open && stored && this.table) this.table.restore(key, stored);
     const { metric, dimsId } = parseActorKey(key);
     const rule = this.timing(metric);
     if (rule.maxSeries === undefined || dimsId === otherDims(rule.groupBy ?? []).dimsId) return;
-    this.admission.restore(this.windowsOf(key, end, rule), dimsId);
+    this.admission.restore(this.windowsOf(key, end, rule, since), dimsId);
   }
 
   /**
@@ -239,16 +243,19 @@ export class WindowShard {
    * time is always the same (`purgeAt`), so a key missing there is a key never seen. Past its
    * close the purge time depends on the watermark, and the answer is a safe false.
    */
-  private timers(key: string, end: number, open: boolean, rule: WindowTiming, level: number): boolean {
+  private timers(key: string, end: number, open: boolean, rule: WindowTiming, level: number, since: number): boolean {
     const { latenessMs } = rule;
     if (open && end + latenessMs > this.current) (this.fires[level] ??= new EventTimeTimers()).add(end + latenessMs, key);
-    const added = this.purges.add(this.purgeAt(end, rule), key);
+    const added = this.purges.add(this.purgeAt(end, rule, since), key);
     return added && this.current <= end + latenessMs;
   }
 
-  /** A window created long after its time (by a backfill) is kept a horizon from its creation. */
-  private purgeAt(end: number, rule: WindowTiming): number {
-    return Math.max(end + rule.latenessMs, this.current) + rule.horizonMs + purgeMarginMs;
+  /**
+   * A horizon after the window's close; a window created long after its time (by a backfill) is
+   * kept a horizon from its creation (`since`: the watermark then).
+   */
+  private purgeAt(end: number, rule: WindowTiming, since = this.current): number {
+    return Math.max(end + rule.latenessMs, since) + rule.horizonMs + purgeMarginMs;
   }
 
   /**
@@ -272,11 +279,11 @@ export class WindowShard {
   }
 
   /** A window and the rollup windows above it, as the series limit counts them. */
-  private windowsOf(key: string, end: number, rule: WindowTiming): AdmissionWindow[] {
+  private windowsOf(key: string, end: number, rule: WindowTiming, since = this.current): AdmissionWindow[] {
     const { metric, window, start } = parseActorKey(key);
-    const out = [{ id: `${metric}\t${window}\t${start}`, dropAt: this.purgeAt(end, rule) }];
+    const out = [{ id: `${metric}\t${window}\t${start}`, dropAt: this.purgeAt(end, rule, since) }];
     for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
-      out.push({ id: `${metric}\t${up.window.id}\t${up.start}`, dropAt: this.purgeAt(up.start + up.window.sizeMs, rule) });
+      out.push({ id: `${metric}\t${up.window.id}\t${up.start}`, dropAt: this.purgeAt(up.start + up.window.sizeMs, rule, since) });
     }
     return out;
   }

@@ -105,6 +105,17 @@ export function storedWindowTimes(bytes: Uint8Array): { end: number; open: boole
 }
 
 /**
+ * The watermark a stored window last saw (its fire's, for a final one): where its purge time is
+ * counted from after a restart, as it was when the window was written (`WindowShard.restoreWindow`).
+ */
+export function storedWindowWatermark(bytes: Uint8Array): number {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf[0] === 0x7b) return legacy(buf).watermark;
+  check(buf);
+  return buf.readDoubleLE(18);
+}
+
+/**
  * Whether a stored window carries a hot series' or a rollup's bookkeeping (`subs`, `holds`): only
  * such a window can still be open after its time (waiting for sub-actors or finer windows). A scan
  * of the tail for the field names, not a parse: a dims key spelled so only makes it say yes,

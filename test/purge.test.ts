@@ -318,3 +318,31 @@ metrics:
     t.diagnostic(`seed ${seed}: ${unread.reads} reads against ${before.reads} purging through the actors`);
   }
 });
+
+test("a restart keeps a closed window's purge time: purged a horizon after its close, not a horizon after the restart", async () => {
+  const dir = tempDir();
+  const store = await countedStore(dir.path);
+  try {
+    let c = cluster(store, rules);
+    await c.shards.recover();
+    c.feed(oneEach(t0 + 1_000, "a"));
+    await c.mark(closed);
+    await c.shards.checkpoint();
+    // The node restarts shortly before the windows' purge (a checkpoint at that watermark first).
+    await c.mark(purged - 2 * minute);
+    await c.shards.checkpoint();
+    assert.equal((await storedWindows(store)).size, 2 * devices);
+    c.shards.reset();
+
+    c = cluster(store, rules);
+    await c.shards.recover();
+    await c.mark(purged);
+    await c.shards.actors.idle();
+    await c.shards.checkpoint();
+    assert.deepEqual([...(await storedWindows(store)).keys()], [], "purged when they would have been without the restart");
+    c.shards.reset();
+  } finally {
+    await store.close();
+    dir.remove();
+  }
+});

@@ -5,7 +5,7 @@ import { parseRules } from "../actors/rules.js";
 import { windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import type { WindowResult } from "../actors/window-result.js";
 import { WindowShard } from "../actors/window-shard.js";
-import { decodeWindowSnapshot, encodeWindowSnapshot, storedWindowMayWait, storedWindowTimes, type StoredWindow } from "../actors/window-snapshot.js";
+import { decodeWindowSnapshot, encodeWindowSnapshot, storedWindowMayWait, storedWindowTimes, storedWindowWatermark, type StoredWindow } from "../actors/window-snapshot.js";
 import { ActorSystem } from "../runtime/actor-system.js";
 import { MemoryStateStore } from "../runtime/state-store.js";
 
@@ -32,6 +32,7 @@ test("a window snapshot round-trips every field, infinities and unicode included
   const bytes = encodeWindowSnapshot(window, window.start, window.end, window.states);
   assert.deepEqual(decodeWindowSnapshot(bytes), window);
   assert.deepEqual(storedWindowTimes(bytes), { end: t0 + minute, open: false });
+  assert.equal(storedWindowWatermark(bytes), window.watermark, "where a restored window's purge is counted from");
   const open = encodeWindowSnapshot({ ...window, status: "open", subs: undefined, holds: undefined }, t0, t0 + minute);
   assert.equal(storedWindowTimes(open).open, true);
   assert.equal("states" in decodeWindowSnapshot(open), false, "no states: none stored");
@@ -50,6 +51,7 @@ test("snapshots written as JSON before the binary format still read, and a malfo
   assert.equal(read.dims.site, window.dims.site);
   assert.deepEqual(storedWindowTimes(legacy), { end: t0 + minute, open: false });
   assert.equal(storedWindowMayWait(legacy), true);
+  assert.equal(storedWindowWatermark(legacy), window.watermark);
   assert.throws(() => decodeWindowSnapshot(Buffer.from([9, 0, 1])), /not a window snapshot/);
   assert.throws(() => storedWindowTimes(Buffer.from([1, 0])), /not a window snapshot/);
 });
