@@ -127,7 +127,10 @@ export class Suite {
     const stack = await startTally({ metrics: [...c.rules, probeRule(`${c.latenessMs}ms`)] });
     try {
       const now = Date.now();
-      const tsOffsetMs = c.oneWindow ? Math.ceil(now / 60_000) * 60_000 + 1_000 - now : 0;
+      // One window: event time starts a second into a minute at least a minute ahead of the wall
+      // clock, so the idle partitions' watermark (wall clock less the out-of-orderness) cannot close
+      // it before the memory readings (a run started late in a minute had its windows close during them).
+      const tsOffsetMs = c.oneWindow ? Math.ceil((now + 60_000) / 60_000) * 60_000 + 1_000 - now : 0;
       const spec: GeneratorSpec = { workload: c.workload, idPrefix: this.idPrefix(), target: { nats: stack.nats.url }, tsOffsetMs };
       const throughput = await saturate(stack, spec, { ...this.timing, measureMs: this.smoke ? this.timing.measureMs : (c.measureMs ?? this.timing.measureMs) });
       const counters = (await stack.status()).counters;
