@@ -6,10 +6,13 @@ NPM_STAMP := node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_FILES ?= dist/test/*.test.js
 
-.PHONY: run test build deps nats chromium redis proto bench bench-smoke clean
+.PHONY: run test build deps nats chromium redis jemalloc proto bench bench-smoke clean
 
-run: deps nats build
-	node bin/tally.js up $(ARGS)
+# Nodes run on jemalloc (README "Memory per active window"): Debian's libjemalloc2, preloaded.
+JEMALLOC = $$(ls /usr/lib/*/libjemalloc.so.2 2>/dev/null | head -1)
+
+run: deps nats jemalloc build
+	LD_PRELOAD=$(JEMALLOC) node bin/tally.js up $(ARGS)
 
 test: deps nats chromium build
 	node --test --test-reporter=spec --test-concurrency=1 $(TEST_FILES)
@@ -32,16 +35,20 @@ chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # The full benchmark suite (bench/README.md): tables in bench/results/latest.md and .json.
-bench: deps nats redis build
+bench: deps nats redis jemalloc build
 	node dist/bench/run.js
 
 # Every scenario for a few seconds: checks the suite still runs (bench/results/smoke.md).
-bench-smoke: deps nats redis build
+bench-smoke: deps nats redis jemalloc build
 	node dist/bench/run.js --smoke
 
 # Debian's Redis, for the naive-pipeline baseline of the benchmarks.
 redis:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# Debian's jemalloc, which nodes preload: it hands freed memory back to the OS, glibc's malloc much less.
+jemalloc:
+	@ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2; }
 
 proto: deps
 	proto/generate.sh

@@ -3,7 +3,7 @@
  * that measures sustained throughput, CPU and memory from /proc, and freshness over the WebSocket.
  */
 import { fork, spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DeliverPolicy, jetstreamManager, type JetStreamManager, jetstream } from "@nats-io/jetstream";
@@ -244,6 +244,7 @@ async function startProfiledNode(args: string[], profileDir: string): Promise<No
   const child = track(
     spawn(process.execPath, [...(process.env.TALLY_PROFILE === "heap" ? ["--heap-prof", "--heap-prof-dir"] : ["--cpu-prof", "--cpu-prof-dir"]), profileDir, join(repoRoot, "bin", "tally.js"), "node", ...args, "--http", String(port)], {
       cwd: repoRoot,
+      env: { ...process.env, ...nodeEnv },
       stdio: ["ignore", "ignore", "inherit"],
     }),
   );
@@ -297,8 +298,16 @@ export interface TallyStatus {
  * With `nodes` > 1, a cluster of that many nodes (the first is the one `node` and `status` mean;
  * progress counts every node's events).
  */
-/** Bench nodes can be asked for a full GC before a memory reading (`/v1/status?gc`). */
-const exposeGc = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --expose-gc`.trim() };
+/**
+ * How the bench runs a node: as `make run` does, on jemalloc when Debian's libjemalloc2 is there
+ * (README "Memory per active window"), and with a full GC on request before a memory reading
+ * (`/v1/status?gc`).
+ */
+const jemalloc = ["x86_64", "aarch64"].map((arch) => `/usr/lib/${arch}-linux-gnu/libjemalloc.so.2`).find((path) => existsSync(path));
+export const nodeEnv: Record<string, string> = {
+  NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --expose-gc`.trim(),
+  ...(jemalloc ? { LD_PRELOAD: jemalloc } : {}),
+};
 
 export async function startTally(rules: { metrics: object[] }, opts: { profileDir?: string; nodes?: number } = {}): Promise<TallyStack> {
   const dir = tempDir("tally-bench-");
@@ -311,7 +320,7 @@ export async function startTally(rules: { metrics: object[] }, opts: { profileDi
     nodes.push(
       opts.profileDir && i === 0
         ? await startProfiledNode(["--nats", nats.url, "--data", dataDir, "--rules", rulesFile], opts.profileDir)
-        : await NodeProcess.start({ natsUrl: nats.url, dataDir, rulesFile, env: exposeGc }),
+        : await NodeProcess.start({ natsUrl: nats.url, dataDir, rulesFile, env: nodeEnv }),
     );
   }
   const node = nodes[0]!;

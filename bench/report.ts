@@ -88,7 +88,7 @@ export function markdown(result: SuiteResult): string {
         `drained it: node RSS ${mib(hc.settled.rssBytes)} MiB (${mib(hc.idleRssBytes)} MiB idle), ${int(bytesPerWindow(hc))} bytes per window above idle. ` +
         `Of that RSS, V8's heap ${mib(hc.settled.heapTotalBytes)} MiB (${mib(hc.settled.heapUsedBytes)} MiB in use, garbage included), buffers outside it ${mib(hc.settled.externalBytes)} MiB. ` +
         (hc.quiet
-          ? `After ${int(hc.quiet.quietMs / 1000)} s more without load and a full GC (windows still open; the bench node runs with --expose-gc): RSS ${mib(hc.quiet.rssBytes)} MiB, ` +
+          ? `After a full GC, ${int(hc.quiet.quietMs / 1000)} s more without load and another full GC (windows still open): RSS ${mib(hc.quiet.rssBytes)} MiB, ` +
             `heap ${mib(hc.quiet.heapTotalBytes)} MiB (${mib(hc.quiet.heapUsedBytes)} in use), ${int(bytesPerWindow(hc, hc.quiet))} bytes per window above idle. `
           : "") +
         `Under load: ${int(hc.peakActiveWindows)} windows at RSS ${mib(hc.rssAtPeakWindows)} MiB, peak RSS ${mib(hc.peakRssBytes)} MiB. ` +
@@ -153,7 +153,7 @@ export function targets(result: SuiteResult): Target[] {
   if (worstFinal) add(`same, worst scenario (${worstFinal.scenario}, ${worstFinal.variant}, ${worstFinal.mode})`, p99(worstFinal, afterWatermark), 1000, (n) => `${int(n)} ms`, false);
   const hc = result.rows.find((r) => r.scenario === "high cardinality");
   add("≤ 300 bytes per active count window (node RSS right after the load)", hc ? bytesPerWindow(hc) : undefined, 300, (n) => `${int(n)} bytes (${int(hc!.settled.activeWindows)} windows)`, false);
-  if (hc?.quiet) add(`same, after ${int(hc.quiet.quietMs / 1000)} s without load and a full GC`, bytesPerWindow(hc, hc.quiet), 300, (n) => `${int(n)} bytes (${int(hc.quiet!.activeWindows)} windows)`, false);
+  if (hc?.quiet) add(`same, after ${int(hc.quiet.quietMs / 1000)} s without load between two full GCs`, bytesPerWindow(hc, hc.quiet), 300, (n) => `${int(n)} bytes (${int(hc.quiet!.activeWindows)} windows)`, false);
   add(
     "1M active windows < 1 GiB RSS (from the last reading above; extrapolated if the run had fewer)",
     hc ? hc.idleRssBytes + 1e6 * bytesPerWindow(hc, hc.quiet ?? hc.settled) : undefined,
