@@ -306,7 +306,8 @@ export interface TallyStatus {
 const jemalloc = ["x86_64", "aarch64"].map((arch) => `/usr/lib/${arch}-linux-gnu/libjemalloc.so.2`).find((path) => existsSync(path));
 export const nodeEnv: Record<string, string> = {
   NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --expose-gc`.trim(),
-  ...(jemalloc ? { LD_PRELOAD: jemalloc } : {}),
+  // An LD_PRELOAD of the caller's wins (`LD_PRELOAD= node dist/bench/run.js`: glibc's malloc).
+  ...(jemalloc && process.env.LD_PRELOAD === undefined ? { LD_PRELOAD: jemalloc } : {}),
 };
 
 export async function startTally(rules: { metrics: object[] }, opts: { profileDir?: string; nodes?: number } = {}): Promise<TallyStack> {
