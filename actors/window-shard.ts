@@ -189,9 +189,7 @@ export class WindowShard {
     if (this.current > closesAt || this.purges.has(this.purgeAt(partial.end, rule), partial.key)) return false;
     if (closesAt > this.current) (this.fires[0] ??= new EventTimeTimers()).add(closesAt, partial.key);
     const { metric, window, start, dimsId } = parseActorKey(partial.key);
-    for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
-      this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id), this.current);
-    }
+    this.rollupTimers(rule, metric, window, start, dimsId, this.current);
     return true;
   }
 
@@ -210,10 +208,15 @@ export class WindowShard {
       if (open) this.subs.add(key);
       return fresh;
     }
+    this.rollupTimers(rule, metric, window, start, dimsId, since);
+    return fresh;
+  }
+
+  /** The timers of the rollup windows above a window (open: their state comes when finer windows go final). */
+  private rollupTimers(rule: WindowTiming, metric: string, window: string, start: number, dimsId: string, since: number): void {
     for (let up = parentWindow(rule, window, start); up; up = parentWindow(rule, up.window.id, up.start)) {
       this.timers(actorKey(metric, up.window.id, up.start, dimsId), up.start + up.window.sizeMs, true, rule, rollupLevel(rule, up.window.id), since);
     }
-    return fresh;
   }
 
   /**

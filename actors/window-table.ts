@@ -1,4 +1,4 @@
-import { isBasicAggregate } from "./aggregates.js";
+import { isBasicAggregate, type BasicAgg } from "./aggregates.js";
 import { actorKey, parseActorKey, saltOfKey } from "./actor-keys.js";
 import { parentWindow, rollupLevel } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
@@ -26,10 +26,14 @@ interface Series {
   tailPrefix: string;
 }
 
+/** Where an actor key's dims id starts (`["value",…]`: after its metric, window and start), without parsing the key. */
+function dimsIdAt(key: string): number {
+  return key.indexOf("\t", key.indexOf("\t", key.indexOf("\t") + 1) + 1) + 1;
+}
+
 /** A row's dims as JSON, from its key's dims id (`["value"]`) and its series' one dimension name. */
 function dimsJson(series: Series, key: string): string {
-  const at = key.indexOf("\t", key.indexOf("\t", key.indexOf("\t") + 1) + 1);
-  return `${series.dimsPrefix}${key.slice(at + 2, -1)}}`;
+  return `${series.dimsPrefix}${key.slice(dimsIdAt(key) + 1, -1)}}`;
 }
 
 /** Numbers per row, side by side in one Float64Array. */
@@ -263,7 +267,7 @@ export class WindowTable {
     const key = this.keys[row]!;
     // One dimension whose value needs no unescaping (most): the key's `["value"]` less its brackets
     // and quotes; JSON.parse of it all cost 3% of a 1M-window run.
-    const value = key.slice(key.indexOf("\t", key.indexOf("\t", key.indexOf("\t") + 1) + 1) + 3, -2);
+    const value = key.slice(dimsIdAt(key) + 2, -2);
     if (!value.includes("\\")) {
       const dims: Record<string, string> = {};
       dims[series.dimsName!] = value;
@@ -307,7 +311,6 @@ export class WindowTable {
     if (up) {
       // Its whole state goes up to the next coarser window of the series (WindowActor.handUp).
       const upKey = actorKey(metric, up.window.id, up.start, parseActorKey(key).dimsId);
-      const agg = { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
       const partial: WindowPartial = {
         key: upKey,
         metric,
@@ -315,7 +318,7 @@ export class WindowTable {
         start: up.start,
         end: up.start + up.window.sizeMs,
         dims: this.dimsOf(row),
-        agg,
+        agg: this.aggOf(row),
         states: {},
         release: undefined,
       };
@@ -328,7 +331,7 @@ export class WindowTable {
   private snapshot(row: number, status: "open" | "final", revision: number, lateCount = 0): Uint8Array {
     const n = this.nums;
     const at = row * stride;
-    const agg = { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
+    const agg = this.aggOf(row);
     const series = this.series[this.seriesOf[row]!]!;
     const { metric, window, sizeMs } = series;
     const start = n[at + Col.start]!;
@@ -338,6 +341,13 @@ export class WindowTable {
     if (odd) return encodeWindowSnapshot(w, start, start + sizeMs);
     // The snapshot's JSON tail, put together from strings the series and the key already hold.
     return encodeWindowSnapshot(w, start, start + sizeMs, undefined, `${series.tailPrefix}${dimsJson(series, this.keys[row]!)}}`);
+  }
+
+  /** A row's basic aggregates, as a window's state holds them. */
+  private aggOf(row: number): BasicAgg {
+    const n = this.nums;
+    const at = row * stride;
+    return { count: n[at + Col.count]!, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
   }
 
   /** As `WindowActor.send`. */
@@ -356,8 +366,8 @@ export class WindowTable {
     const at = row * stride;
     const { metric, window, sizeMs } = this.series[this.seriesOf[row]!]!;
     const start = n[at + Col.start]!;
-    const count = n[at + Col.count]!;
-    const agg = { count, sum: n[at + Col.sum]!, min: n[at + Col.min]!, max: n[at + Col.max]! };
+    const agg = this.aggOf(row);
+    const count = agg.count;
     return {
       key: this.keys[row]!,
       metric,

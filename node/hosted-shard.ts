@@ -345,7 +345,6 @@ export class HostedShard {
     }
   }
 
-
   /** Events folded into `__other__` per metric by this shard (checkpointed with it). */
   get foldedByMetric(): ReadonlyMap<string, number> {
     return this.window.foldedByMetric;

@@ -85,16 +85,22 @@ const closed = t0 + minute + 5_000;
 /** Past its purge (horizon + margin after its close). */
 const purged = closed + 10 * minute + purgeMarginMs + 1;
 
+/** A cluster over `store` whose one minute (an event per device) has closed: every window final, passivated and checkpointed. */
+async function closedMinute(store: RocksStateStore, options: { purgeByMessage?: boolean } = {}) {
+  const c = cluster(store, rules, options);
+  await c.shards.recover();
+  c.feed(oneEach(t0 + 1_000, "a"));
+  await c.mark(closed);
+  await c.shards.checkpoint();
+  return c;
+}
+
 test("a purge deletes a passivated window's stored state without reading it: gone after the checkpoint, after a restart, and purged again after a crash before the checkpoint", async () => {
   for (const crash of [false, true]) {
     const dir = tempDir();
     const store = await countedStore(dir.path);
     try {
-      let c = cluster(store, rules);
-      await c.shards.recover();
-      c.feed(oneEach(t0 + 1_000, "a"));
-      await c.mark(closed);
-      await c.shards.checkpoint();
+      let c = await closedMinute(store);
       assert.equal(c.active, 0, "every window final and passivated");
       assert.equal((await storedWindows(store)).size, 2 * devices, "a devices minute (a row until final) and a rich minute (an actor) per device");
       const finals = c.emitted.length;
@@ -138,11 +144,7 @@ test("a purge racing late partials: an active window is purged through its actor
     const dir = tempDir();
     const store = await countedStore(dir.path);
     try {
-      const c = cluster(store, rules, { purgeByMessage });
-      await c.shards.recover();
-      c.feed(oneEach(t0 + 1_000, "a"));
-      await c.mark(closed);
-      await c.shards.checkpoint();
+      const c = await closedMinute(store, { purgeByMessage });
       store.reads = 0;
       const from = c.emitted.length;
       // d0's late event arrives in the batch just before the purging watermark (its actor reads
@@ -323,11 +325,7 @@ test("a restart keeps a closed window's purge time: purged a horizon after its c
   const dir = tempDir();
   const store = await countedStore(dir.path);
   try {
-    let c = cluster(store, rules);
-    await c.shards.recover();
-    c.feed(oneEach(t0 + 1_000, "a"));
-    await c.mark(closed);
-    await c.shards.checkpoint();
+    let c = await closedMinute(store);
     // The node restarts shortly before the windows' purge (a checkpoint at that watermark first).
     await c.mark(purged - 2 * minute);
     await c.shards.checkpoint();
