@@ -61,6 +61,16 @@ export function peakRss(pid: number | undefined): number {
 }
 
 /** Current resident set size (VmRSS) in bytes. */
+/** The anonymous part of a process's resident memory (its heap and allocators' memory, not mapped files). */
+export function rssAnon(pid: number | undefined): number {
+  try {
+    const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
 export function rss(pid: number | undefined): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -288,7 +298,7 @@ export interface TallyStatus {
   node: string;
   watermark: number | null;
   activeWindows: number;
-  memory: NodeJS.MemoryUsage;
+  memory: NodeJS.MemoryUsage & { dedupTables?: number; rocksdb?: { memtables: number; blockCache: number; blockCachePinned: number; tableReaders: number } };
   shards: { shard: number }[];
   counters: { messages: number; events: number; duplicates: number; rejected: number; unmatched: number };
 }

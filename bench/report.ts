@@ -16,6 +16,33 @@ const table = (head: string[], rows: string[][]) =>
  * Memory of an active window: (RSS − idle RSS) / active windows, once the load stopped and the node
  * drained it (in-flight buffers gone, windows still open: they live until the minute closes).
  */
+/**
+ * Where the RSS grew between two readings, per window of the later one (bytes): V8's heap in use
+ * and committed but unused, the de-duplication tables, the other buffers outside the heap (the
+ * window table's columns, mostly), RocksDB's own accounting, and the rest (the allocator's and
+ * everything else native; file-backed pages apart).
+ */
+function growthSplit(from: SettledMemory, to: SettledMemory): string {
+  const n = to.activeWindows;
+  if (n <= 0 || to.dedupTablesBytes === undefined || to.rocksdb === undefined || from.rocksdb === undefined) return "";
+  const rocks = (m: SettledMemory) => m.rocksdb!.memtables + m.rocksdb!.blockCache + m.rocksdb!.tableReaders;
+  const parts: [string, number][] = [
+    ["V8 heap in use", to.heapUsedBytes - from.heapUsedBytes],
+    ["V8 heap committed, unused", to.heapTotalBytes - to.heapUsedBytes - (from.heapTotalBytes - from.heapUsedBytes)],
+    ["de-duplication tables", to.dedupTablesBytes - (from.dedupTablesBytes ?? 0)],
+    ["other buffers outside the heap", to.externalBytes - to.dedupTablesBytes - (from.externalBytes - (from.dedupTablesBytes ?? 0))],
+    [`RocksDB (memtables ${mib(to.rocksdb.memtables)}, block cache ${mib(to.rocksdb.blockCache)}, table readers ${mib(to.rocksdb.tableReaders)} MiB)`, rocks(to) - rocks(from)],
+  ];
+  const anonGrowth = (to.rssAnonBytes ?? to.rssBytes) - (from.rssAnonBytes ?? from.rssBytes);
+  const known = parts.reduce((a, [, b]) => a + b, 0);
+  parts.push(["the rest (allocator, other native)", anonGrowth - known]);
+  return (
+    `Anonymous RSS grew ${mib(anonGrowth)} MiB from idle (${int(anonGrowth / n)} bytes per window): ` +
+    parts.map(([what, bytes]) => `${what} ${mib(bytes)} MiB (${int(bytes / n)} B)`).join(", ") +
+    "."
+  );
+}
+
 export const bytesPerWindow = (r: TallyRow, at: SettledMemory = r.settled) => (at.activeWindows > 0 ? (at.rssBytes - r.idleRssBytes) / at.activeWindows : NaN);
 
 export function markdown(result: SuiteResult): string {
@@ -91,6 +118,7 @@ export function markdown(result: SuiteResult): string {
           ? `After a full GC, ${int(hc.quiet.quietMs / 1000)} s more without load and another full GC (windows still open): RSS ${mib(hc.quiet.rssBytes)} MiB, ` +
             `heap ${mib(hc.quiet.heapTotalBytes)} MiB (${mib(hc.quiet.heapUsedBytes)} in use), ${int(bytesPerWindow(hc, hc.quiet))} bytes per window above idle. `
           : "") +
+        (hc.quiet && hc.idle ? `${growthSplit(hc.idle, hc.quiet)} ` : "") +
         `Under load: ${int(hc.peakActiveWindows)} windows at RSS ${mib(hc.rssAtPeakWindows)} MiB, peak RSS ${mib(hc.peakRssBytes)} MiB. ` +
         `The figures include everything the node holds for that load (de-duplication ids, result traffic), not only window state. ` +
         (hc.settled.activeWindows >= 1e6

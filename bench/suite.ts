@@ -9,7 +9,7 @@ import { startLimit } from "./baselines/limit.js";
 import { naiveUnavailable, startNaiveRedis } from "./baselines/naive-redis.js";
 import { startStatsd, statsdUnavailable } from "./baselines/statsd.js";
 import type { GeneratorSpec } from "./generator.js";
-import { measureFreshness, peakRss, probeRule, rss, saturate, sleep, startTally, type Freshness, type LoadTiming, type TallyStack, type TallyStatus, type Throughput } from "./harness.js";
+import { measureFreshness, peakRss, probeRule, rss, rssAnon, saturate, sleep, startTally, type Freshness, type LoadTiming, type TallyStack, type TallyStatus, type Throughput } from "./harness.js";
 import { httpRequest } from "../test/processes.js";
 import { summarizeProfile, type ProfileEntry } from "./profile.js";
 import type { Workload } from "./workload.js";
@@ -43,6 +43,8 @@ export interface TallyRow {
   peakRssBytes: number;
   natsPeakRssBytes: number;
   idleRssBytes: number;
+  /** The idle node's memory split (high cardinality), read just before the load. */
+  idle?: SettledMemory;
   peakActiveWindows: number;
   rssAtPeakWindows: number;
   /** Once the load stopped and the node drained it: active windows and the node's RSS then. */
@@ -130,6 +132,8 @@ export class Suite {
       // One window: event time starts a second into a minute at least a minute ahead of the wall
       // clock, so the idle partitions' watermark (wall clock less the out-of-orderness) cannot close
       // it before the memory readings (a run started late in a minute had its windows close during them).
+      // How the idle node's memory splits, to set the readings after the load against (no GC: as `idleRss`).
+      const idle = c.oneWindow ? await settledMemory(stack) : undefined;
       const tsOffsetMs = c.oneWindow ? Math.ceil((now + 60_000) / 60_000) * 60_000 + 1_000 - now : 0;
       const spec: GeneratorSpec = { workload: c.workload, idPrefix: this.idPrefix(), target: { nats: stack.nats.url }, tsOffsetMs };
       const throughput = await saturate(stack, spec, { ...this.timing, measureMs: this.smoke ? this.timing.measureMs : (c.measureMs ?? this.timing.measureMs) });
@@ -156,6 +160,7 @@ export class Suite {
         peakRssBytes: peakRss(stack.node.pid),
         natsPeakRssBytes: peakRss(stack.nats.pid),
         idleRssBytes: stack.idleRss,
+        idle,
         peakActiveWindows: stack.peak.activeWindows,
         rssAtPeakWindows: stack.peak.rss,
         settled,
@@ -271,12 +276,27 @@ export interface SettledMemory {
   heapUsedBytes: number;
   heapTotalBytes: number;
   externalBytes: number;
+  /** The anonymous part of the RSS (not mapped files such as the node binary). */
+  rssAnonBytes?: number;
+  /** The routers' de-duplication tables (part of `externalBytes`). */
+  dedupTablesBytes?: number;
+  /** RocksDB's own accounting of its native memory. */
+  rocksdb?: { memtables: number; blockCache: number; blockCachePinned: number; tableReaders: number };
 }
 
 /** `collect`: after a full GC of the node (its garbage is not what its windows hold). */
 async function settledMemory(stack: TallyStack, collect = false): Promise<SettledMemory> {
   const s = collect ? (JSON.parse((await httpRequest(`${stack.node.url}/v1/status?gc`, { timeoutMs: 60_000 })).body) as TallyStatus) : await stack.status();
-  return { activeWindows: s.activeWindows, rssBytes: rss(stack.node.pid), heapUsedBytes: s.memory.heapUsed, heapTotalBytes: s.memory.heapTotal, externalBytes: s.memory.external };
+  return {
+    activeWindows: s.activeWindows,
+    rssBytes: rss(stack.node.pid),
+    rssAnonBytes: rssAnon(stack.node.pid),
+    heapUsedBytes: s.memory.heapUsed,
+    heapTotalBytes: s.memory.heapTotal,
+    externalBytes: s.memory.external,
+    dedupTablesBytes: s.memory.dedupTables,
+    rocksdb: s.memory.rocksdb,
+  };
 }
 
 /** How long the high-cardinality case waits, windows still open, before its second memory reading. */

@@ -17,7 +17,7 @@ export interface NodeApi {
   query(q: ResultQuery): Promise<WindowResult[]>;
   onResult(listener: (result: WindowResult) => void): () => void;
   publishEvents(events: { source: string; kind: string; body: unknown }[]): Promise<void>;
-  status(): unknown;
+  status(): Promise<unknown>;
   readonly ruleAdmin: {
     list(): Promise<StoredRule[]>;
     put(definition: Record<string, unknown>, activeFrom: number): Promise<StoredRule>;
@@ -93,7 +93,7 @@ async function handle(node: NodeApi, req: IncomingMessage, res: ServerResponse):
     // `?gc`: a full collection first, so memory readings hold no garbage. Only a node started with
     // `--expose-gc` (the benchmarks') has one to call; elsewhere it is ignored.
     if (url.searchParams.has("gc")) (globalThis as { gc?: () => void }).gc?.();
-    return json(res, 200, node.status());
+    return json(res, 200, await node.status());
   }
   if (req.method === "GET" && path === "/v1/metrics") {
     return json(res, 200, { metrics: node.metricRules.map(describeRule) });

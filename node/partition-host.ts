@@ -89,6 +89,13 @@ export class PartitionHost {
   }
 
   /** Where each partition routed here stands in event time. */
+  /** Bytes of the routers' de-duplication tables. */
+  get dedupBytes(): number {
+    let bytes = 0;
+    for (const { ingest } of this.partitions.values()) bytes += ingest.dedupBytes;
+    return bytes;
+  }
+
   marks(now: number): [number, PartitionMark][] {
     return [...this.partitions].map(([p, { ingest }]) => [p, ingest.mark(now)]);
   }

@@ -101,6 +101,11 @@ export class PartitionIngest {
   }
 
   /** Not known to be caught up: worth asking the consumer. */
+  /** Bytes of the de-duplication table (typed arrays, both while it migrates). */
+  get dedupBytes(): number {
+    return this.recent.bytes;
+  }
+
   get needsConfirmation(): boolean {
     return !this.caughtUp && !this.redo && this.handledThrough > 0;
   }

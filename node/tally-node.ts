@@ -12,6 +12,7 @@ import { Membership } from "../cluster/membership.js";
 import { OwnershipTable } from "../cluster/ownership.js";
 import { shardOf } from "../cluster/shards.js";
 import { RocksStateStore } from "../runtime/state-store.js";
+import { getHeapSpaceStatistics } from "node:v8";
 import { auditRule } from "./audit.js";
 import { HotKeyJudge } from "./hot-key-judge.js";
 import { encodeMailbox } from "./mailbox-codec.js";
@@ -356,15 +357,23 @@ export class TallyNode {
     return this.shardHost.checkpointAll();
   }
 
-  status() {
+  async status() {
     const now = Date.now();
     return {
       node: this.id,
       ready: this.ready,
       watermark: finiteOrNull(this.watermark),
       activeWindows: this.shardHost?.activeWindows ?? 0,
-      // Bytes: where memory goes (V8's heap, buffers outside it), next to the windows that hold it.
-      memory: process.memoryUsage(),
+      // Bytes: where memory goes (V8's heap, buffers outside it, and of those the routers'
+      // de-duplication tables; RocksDB's native memory), next to the windows that hold it.
+      memory: {
+        ...process.memoryUsage(),
+        dedupTables: this.partitionHost?.dedupBytes ?? 0,
+        rocksdb: this.store ? await this.store.memory() : undefined,
+        // Resident bytes per V8 heap space (new, old, code, large objects…): which one holds what
+        // the heap has committed beyond what it uses.
+        heapSpaces: Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, { resident: s.physical_space_size, used: s.space_used_size }])),
+      },
       checkpoints: this.shardHost?.checkpoints ?? 0,
       moves: this.controller?.moves ?? 0,
       counters: this.counters,

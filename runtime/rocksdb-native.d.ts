@@ -25,5 +25,7 @@ declare module "rocksdb-native" {
     write(opts?: Record<string, unknown>): WriteBatch;
     read(opts?: Record<string, unknown>): ReadBatch;
     iterator(range: { gte?: Key; lt?: Key; gt?: Key; lte?: Key; reverse?: boolean; limit?: number }): AsyncIterable<Entry>;
+    /** A RocksDB property (`rocksdb.…`), e.g. "rocksdb.block-cache-usage"; numbers come as strings or numbers. */
+    getProperty(name: string): Promise<string | number | null>;
   }
 }

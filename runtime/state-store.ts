@@ -73,9 +73,36 @@ export class RocksStateStore implements StateStore {
     batch.destroy();
   }
 
+  /** Native memory RocksDB reports holding (bytes), for the node's `/v1/status`. */
+  async memory(): Promise<RocksMemory | undefined> {
+    const read = async (name: string) => Number((await this.db.getProperty(name)) ?? 0);
+    try {
+    return {
+      memtables: await read("rocksdb.size-all-mem-tables"),
+      blockCache: await read("rocksdb.block-cache-usage"),
+      blockCachePinned: await read("rocksdb.block-cache-pinned-usage"),
+      tableReaders: await read("rocksdb.estimate-table-readers-mem"),
+      };
+    } catch {
+      return undefined; // closed (a node stopping): nothing to report
+    }
+  }
+
   async close(): Promise<void> {
     await this.db.close();
   }
+}
+
+/**
+ * What RocksDB's own accounting says it holds: memtables (active, immutable and pinned), the
+ * block cache (data, index and filter blocks: index and filters live there too, pinned), and
+ * table readers' memory outside the cache.
+ */
+export interface RocksMemory {
+  memtables: number;
+  blockCache: number;
+  blockCachePinned: number;
+  tableReaders: number;
 }
 
 /** A StateStore that keeps everything in memory: for unit tests of actors, never for nodes. */

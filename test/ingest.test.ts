@@ -138,7 +138,7 @@ test("out-of-order, duplicated events in three encodings finalize exactly as a b
     await publish(input, random);
     await withTimeout(allFinal, 30_000, () => {
       const missing = [...expected.keys()].filter((k) => !finals.has(k));
-      return `final results for ${finals.size} of ${expected.size} windows; missing e.g. ${missing.slice(0, 3).join(", ")}; status ${JSON.stringify(node.node.status().counters)}`;
+      return `final results for ${finals.size} of ${expected.size} windows; missing e.g. ${missing.slice(0, 3).join(", ")}; status ${JSON.stringify(node.node.counters)}`;
     });
 
     for (const [key, want] of expected) {
