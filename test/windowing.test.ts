@@ -210,9 +210,10 @@ test("recent ids: after expiry a table shrinks, over many inserts too", () => {
   for (let i = 0; i < 200_000; i++) ids.seen(`a-${i}`, 0);
   while (ids.migrating) ids.seen(`a-${Math.random()}`, 0);
   const peak = ids.bytes;
-  // Then 1,000 ids a second: ~11k live at any time.
+  // Then 1,000 ids a second: ~11k live at any time. (Starting within the horizon: after a gap longer
+  // than it, every id has expired and the table starts afresh, small, at once.)
   let n = 0;
-  const at = (i: number) => 12_000 + Math.floor(i / 1000) * 1000;
+  const at = (i: number) => 9_000 + Math.floor(i / 1000) * 1000;
   const shrunk = () => ids.bytes < peak && !ids.migrating;
   let longest = 0;
   for (let during = 0; n < 2_000_000 && !shrunk(); n++) {
@@ -249,6 +250,31 @@ test("recent ids: restored fingerprints during a migration, and an id whose prob
   for (let j = 0; j < 100; j++) assert.equal(ids.seenFingerprint(f(4095, j), 0, 0), true);
   for (let j = 0; j < k; j++) assert.equal(ids.seenFingerprint(f(200 + (j % 3800), 1_000_000 + j), 0, 0), true);
   assert.equal(ids.size, 100 + k + 1 + 500);
+});
+
+test("recent ids: generation tags repeat every 255 generations, yet an expired id never comes back", () => {
+  // A slot holds its generation in 8 bits. Horizon 10 s in 10 generations of 1 s; at 256 s the
+  // tag of second 0 is live again, so a slot kept from then would read as a duplicate.
+  const quiet = new RecentIds(10_000, 0);
+  for (let i = 0; i < 1000; i++) assert.equal(quiet.seen(`a-${i}`, 0), false);
+  let n = 0;
+  for (let t = 1_000; t <= 255_000; t += 1_000) for (let k = 0; k < 5; k++) quiet.seen(`b-${n++}`, t);
+  for (let i = 0; i < 1000; i++) assert.equal(quiet.seen(`a-${i}`, 255_500), false, `a-${i} expired 245 generations ago`);
+  for (let i = n - 50; i < n; i++) assert.equal(quiet.seen(`b-${i}`, 255_500), true, `b-${i} within the horizon`);
+
+  // A migration left under way by a router that then routes one event a second is finished before
+  // its old table's tags could repeat.
+  const slow = new RecentIds(10_000, 0);
+  let m = 0;
+  while (m < 20_000 || !slow.migrating) slow.seen(`c-${m++}`, 0); // a table of 64k slots, moved over ~2k inserts
+  const first = m;
+  for (let t = 1_000; t <= 255_000; t += 1_000) {
+    slow.seen(`c-${m++}`, t);
+    if (t === 150_000) assert.ok(slow.migrating, "one insert a second moves a large table slowly");
+  }
+  assert.ok(!slow.migrating);
+  for (let i = 0; i < first; i += 3) assert.equal(slow.seen(`c-${i}`, 255_500), false, `c-${i} expired`);
+  for (let i = m - 10; i < m; i++) assert.equal(slow.seen(`c-${i}`, 255_500), true, `c-${i} within the horizon`);
 });
 
 test("window lifecycle: provisional while open, final past end + lateness, corrected for late data", async () => {
