@@ -309,8 +309,8 @@ export interface TallyStatus {
  * progress counts every node's events).
  */
 /**
- * How the bench runs a node: as `make run` does, on jemalloc when Debian's libjemalloc2 is there
- * (README "Memory per active window"), and with a full GC on request before a memory reading
+ * How the bench runs a node: as `make run` does, on jemalloc when Debian's libjemalloc2 is there,
+ * with its background threads (README "Memory per active window"), and with a full GC on request before a memory reading
  * (`/v1/status?gc`).
  */
 const jemalloc = ["x86_64", "aarch64"].map((arch) => `/usr/lib/${arch}-linux-gnu/libjemalloc.so.2`).find((path) => existsSync(path));
@@ -318,6 +318,8 @@ export const nodeEnv: Record<string, string> = {
   NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --expose-gc`.trim(),
   // An LD_PRELOAD of the caller's wins (`LD_PRELOAD= node dist/bench/run.js`: glibc's malloc).
   ...(jemalloc && process.env.LD_PRELOAD === undefined ? { LD_PRELOAD: jemalloc } : {}),
+  // jemalloc's background threads, as `make run` (the caller's MALLOC_CONF wins).
+  ...(process.env.MALLOC_CONF === undefined ? { MALLOC_CONF: "background_thread:true" } : {}),
 };
 
 export async function startTally(rules: { metrics: object[] }, opts: { profileDir?: string; nodes?: number } = {}): Promise<TallyStack> {

@@ -28,7 +28,7 @@ function growthSplit(from: SettledMemory, to: SettledMemory): string {
   const rocks = (m: SettledMemory) => m.rocksdb!.memtables + m.rocksdb!.blockCache + m.rocksdb!.tableReaders;
   const parts: [string, number][] = [
     ["V8 heap in use", to.heapUsedBytes - from.heapUsedBytes],
-    ["V8 heap committed, unused", to.heapTotalBytes - to.heapUsedBytes - (from.heapTotalBytes - from.heapUsedBytes)],
+    [`V8 heap committed, unused${unusedSpaces(to)}`, to.heapTotalBytes - to.heapUsedBytes - (from.heapTotalBytes - from.heapUsedBytes)],
     ["de-duplication tables", to.dedupTablesBytes - (from.dedupTablesBytes ?? 0)],
     ["other buffers outside the heap", to.externalBytes - to.dedupTablesBytes - (from.externalBytes - (from.dedupTablesBytes ?? 0))],
     [`RocksDB (memtables ${mib(to.rocksdb.memtables)}, block cache ${mib(to.rocksdb.blockCache)}, table readers ${mib(to.rocksdb.tableReaders)} MiB)`, rocks(to) - rocks(from)],
@@ -41,6 +41,15 @@ function growthSplit(from: SettledMemory, to: SettledMemory): string {
     parts.map(([what, bytes]) => `${what} ${mib(bytes)} MiB (${int(bytes / n)} B)`).join(", ") +
     "."
   );
+}
+
+/** Where V8's heap holds resident bytes it does not use: " (new space 32, old space 70 MiB…)". */
+function unusedSpaces(m: SettledMemory): string {
+  if (!m.heapSpaces) return "";
+  const spaces = Object.entries(m.heapSpaces)
+    .map(([name, s]) => [name.replace(/_/g, " "), s.resident - s.used] as const)
+    .filter(([, unused]) => unused >= 2 ** 20);
+  return spaces.length > 0 ? ` (${spaces.map(([name, unused]) => `${name} ${mib(unused)}`).join(", ")} MiB)` : "";
 }
 
 export const bytesPerWindow = (r: TallyRow, at: SettledMemory = r.settled) => (at.activeWindows > 0 ? (at.rssBytes - r.idleRssBytes) / at.activeWindows : NaN);

@@ -282,6 +282,8 @@ export interface SettledMemory {
   dedupTablesBytes?: number;
   /** RocksDB's own accounting of its native memory. */
   rocksdb?: { memtables: number; blockCache: number; blockCachePinned: number; tableReaders: number };
+  /** V8's heap spaces: resident and used bytes each (new, old, large objects…). */
+  heapSpaces?: Record<string, { resident: number; used: number }>;
 }
 
 /** `collect`: after a full GC of the node (its garbage is not what its windows hold). */
@@ -296,6 +298,7 @@ async function settledMemory(stack: TallyStack, collect = false): Promise<Settle
     externalBytes: s.memory.external,
     dedupTablesBytes: s.memory.dedupTables,
     rocksdb: s.memory.rocksdb,
+    heapSpaces: s.memory.heapSpaces,
   };
 }
 
