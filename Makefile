@@ -8,11 +8,14 @@ TEST_FILES ?= dist/test/*.test.js
 
 .PHONY: run test build deps nats chromium redis jemalloc proto bench bench-smoke clean
 
-# Nodes run on jemalloc (README "Memory per active window"): Debian's libjemalloc2, preloaded.
+# Nodes run on jemalloc (README "Memory per active window"): Debian's libjemalloc2, preloaded,
+# with its background threads, which hand freed memory back on time even when the thread that
+# freed it stays idle (glibc's malloc ignores MALLOC_CONF).
 JEMALLOC = $$(ls /usr/lib/*/libjemalloc.so.2 2>/dev/null | head -1)
+MALLOC_CONF ?= background_thread:true
 
 run: deps nats jemalloc build
-	LD_PRELOAD=$(JEMALLOC) node bin/tally.js up $(ARGS)
+	LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=$(MALLOC_CONF) node bin/tally.js up $(ARGS)
 
 test: deps nats chromium build
 	node --test --test-reporter=spec --test-concurrency=1 $(TEST_FILES)

@@ -298,7 +298,11 @@ export interface TallyStatus {
   node: string;
   watermark: number | null;
   activeWindows: number;
-  memory: NodeJS.MemoryUsage & { dedupTables?: number; rocksdb?: { memtables: number; blockCache: number; blockCachePinned: number; tableReaders: number } };
+  memory: NodeJS.MemoryUsage & {
+    dedupTables?: number;
+    rocksdb?: { memtables: number; blockCache: number; blockCachePinned: number; tableReaders: number };
+    heapSpaces?: Record<string, { resident: number; used: number }>;
+  };
   shards: { shard: number }[];
   counters: { messages: number; events: number; duplicates: number; rejected: number; unmatched: number };
 }
