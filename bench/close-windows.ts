@@ -153,7 +153,7 @@ async function round(): Promise<Round> {
     const text = new TextDecoder().decode(data); // (m.string(), as the node reads it to test for finals)
     if (!mayHoldFinals(text)) throw new Error("a batch of finals without finals");
     // (So that this file also runs on the code before `resultTexts`, for an A/B: the whole parsed, no texts.)
-    const parsed = "resultTexts" in batches ? (batches as { resultTexts: (d: Uint8Array) => { results: WindowResult[]; texts?: Uint8Array[] } }).resultTexts(data) : { results: JSON.parse(text) as WindowResult[], texts: undefined };
+    const parsed = "resultTexts" in batches ? (batches as { resultTexts: (d: Uint8Array, text: string) => { results: WindowResult[]; texts?: Uint8Array[] } }).resultTexts(data, text) : { results: JSON.parse(text) as WindowResult[], texts: undefined };
     parsed.results.forEach((result, i) => {
       items.push(result);
       texts.push(parsed.texts?.[i]);

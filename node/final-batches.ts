@@ -83,25 +83,28 @@ export function mayHoldFinals(text: string): boolean {
  * elements (one inside a nested object or array would leave a piece unbalanced), so the pieces
  * are the results. Otherwise (a message of another shape) the whole is parsed, without texts.
  */
-export function resultTexts(data: Uint8Array): { results: WindowResult[]; texts?: Uint8Array[] } {
+export function resultTexts(data: Uint8Array, decoded?: string): { results: WindowResult[]; texts?: Uint8Array[] } {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   if (buf[0] !== 0x5b || buf[buf.length - 1] !== 0x5d) return { results: wholeOf(buf) };
+  // `data` as text, if the caller has it: when all ASCII (as long as its bytes), a piece is parsed
+  // from a slice of it, not decoded again.
+  const text = decoded !== undefined && decoded.length === buf.length ? decoded : undefined;
   const results: WindowResult[] = [];
   const texts: Uint8Array[] = [];
   let from = 1;
   for (;;) {
     const cut = buf.indexOf(separatorBytes, from);
     const to = cut < 0 ? buf.length - 1 : cut;
-    const text = buf.subarray(from, to);
+    const piece = buf.subarray(from, to);
     let result: WindowResult;
     try {
-      result = JSON.parse(text.toString()) as WindowResult;
+      result = JSON.parse(text !== undefined ? text.slice(from, to) : piece.toString()) as WindowResult;
     } catch {
       return { results: wholeOf(buf) };
     }
     if (typeof result !== "object" || result === null || Array.isArray(result)) return { results: wholeOf(buf) };
     results.push(result);
-    texts.push(text);
+    texts.push(piece);
     if (cut < 0) return { results, texts };
     from = cut + separatorBytes.length;
   }

@@ -605,7 +605,7 @@ export class TallyNode {
           texts.push(undefined);
         }
       } else {
-        const parsed = resultTexts(m.data);
+        const parsed = resultTexts(m.data, text);
         parsed.results.forEach((result, i) => {
           if (result.status === "provisional") {
             // A provisional result alone (a node of an older version publishes them so): the view's too.

@@ -100,7 +100,7 @@ test("finals in batches are stored and served exactly; the same finals again, ba
     const parsed = batches.flatMap((b) => resultsOf(b.body));
     assert.deepEqual(parsed, finals, "every final, in order, as emitted");
     // Cut into their own texts without a parse of the whole: each stored as it came.
-    const cut = batches.map((b) => resultTexts(Buffer.from(b.body)));
+    const cut = batches.map((b, i) => (i % 2 === 0 ? resultTexts(Buffer.from(b.body)) : resultTexts(Buffer.from(b.body), b.body)));
     assert.deepEqual(cut.flatMap((c) => c.results), finals);
     assert.deepEqual(cut.flatMap((c) => c.texts!.map((t) => Buffer.from(t).toString())), finals.map((r) => JSON.stringify(r)));
     assert.deepEqual(new Set(await results.putAllDetailed(cut.flatMap((c) => c.results), cut.flatMap((c) => c.texts!))), new Set(["stored"]));
@@ -131,7 +131,11 @@ test("finals in batches are stored and served exactly; the same finals again, ba
 });
 
 test("a results message is cut into its results' own texts only where every piece is one of them", () => {
-  const text = (s: string) => resultTexts(Buffer.from(s));
+  const text = (s: string) => {
+    const cut = resultTexts(Buffer.from(s));
+    assert.deepEqual(resultTexts(Buffer.from(s), s), cut, "the same from the message's text");
+    return cut;
+  };
   const a = { key: "a", status: "final", values: { top: [{ k: "x" }, { k: "y" }] } };
   const b = { key: "b", status: "final", values: {} };
   assert.deepEqual(text(`[${JSON.stringify(a)},\n${JSON.stringify(b)}]`), { results: [a, b], texts: [Buffer.from(JSON.stringify(a)), Buffer.from(JSON.stringify(b))] });
@@ -143,4 +147,7 @@ test("a results message is cut into its results' own texts only where every piec
   assert.deepEqual(text(JSON.stringify(a)), { results: [a] });
   assert.deepEqual(text(`[${JSON.stringify(a)},${JSON.stringify(b)}]`), { results: [a, b] });
   assert.throws(() => text(`[${JSON.stringify(a)},\n{"key":`), SyntaxError, "not JSON at all: as JSON.parse");
+  // Not ASCII: cut by bytes all the same.
+  const c = { key: "c", status: "final", dims: { site: "Zürich ✓" } };
+  assert.deepEqual(text(`[${JSON.stringify(c)},\n${JSON.stringify(b)}]`), { results: [c, b], texts: [Buffer.from(JSON.stringify(c)), Buffer.from(JSON.stringify(b))] });
 });
