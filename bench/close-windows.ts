@@ -1,7 +1,7 @@
 // The node's work per window when a minute of many count windows closes, in-process, with the real
 // code and no NATS: a HostedShard's window shard with N open rows (the high-cardinality rule), then
 // the watermark step that fires them all, in three phases timed apart:
-//   fire:  `WindowShard.mark` (sliced, as a node runs it), each final through `HostedShard.emit`,
+//   fire:  `WindowShard.mark` (sliced, as a node runs it), each final through `HostedShard.emitEncoded`,
 //          the sink's `emitted` (the provisional batcher's `supersede`) and the node's final batches
 //          (`finalBatches`, the JSON bodies a node publishes, encoded as its publish does; not sent);
 //   cut:   the next checkpoint: `ActorSystem.cut`, the state log's chunks (`ChunkPacker`, as the
@@ -184,7 +184,11 @@ async function round(): Promise<Round> {
     storeUs: per(t3 - t2),
     fireCpuUs: per(cpuMs(0)),
     cutCpuUs: per(cpuMs(1)),
-    storeCpuUs: per(cpuMs(2)), messages: bodies.length, bytes: bodies.reduce((n, b) => n + b.data.length, 0), stored };
+    storeCpuUs: per(cpuMs(2)),
+    messages: bodies.length,
+    bytes: bodies.reduce((n, b) => n + b.data.length, 0),
+    stored,
+  };
 }
 
 const runs: Round[] = [];
