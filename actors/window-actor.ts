@@ -5,7 +5,7 @@ import { actorKey, parseActorKey, saltOfKey, startOfKey, unsaltedKey } from "./a
 import { parentWindow } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import type { MetricRule } from "./rules.js";
-import type { ResultStatus, WindowIdentity, WindowResult } from "./window-result.js";
+import type { EncodedResult, ResultStatus, WindowIdentity, WindowResult } from "./window-result.js";
 import { decodeWindowSnapshot, encodeWindowSnapshot } from "./window-snapshot.js";
 import { windowSizeMs } from "./windows.js";
 
@@ -29,6 +29,13 @@ export type WindowMessage =
 export interface WindowActorEnv {
   rule(metric: string): MetricRule | undefined;
   emit(result: WindowResult): void;
+  /**
+   * A final result of a window table's row, as its JSON (`EncodedResult`); without it, rows
+   * emit their finals through `emit` as actors do.
+   */
+  emitEncoded?(result: EncodedResult): void;
+  /** JSON fields an encoded final ends with (`,"shard":3,"epoch":7`: the host's stamp, as `emit` stamps a result). */
+  encodedStamp?: string;
   /**
    * A salted sub-actor's hand-over to its window, which lives in another shard: sent exactly once
    * under `id` (stable across replays).

@@ -342,8 +342,7 @@ export class WindowShard {
         if (i > 0 && i % slice === 0) await pause();
         const key = due[i]!;
         this.subs.delete(key);
-        if (this.table?.has(key)) this.table.fire(key, next);
-        else this.actors.send(key, fire);
+        if (!this.table?.fire(key, next)) this.actors.send(key, fire);
       }
     }
     const purge: WindowMessage = { type: "purge" };

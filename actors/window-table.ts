@@ -2,7 +2,7 @@ import { isBasicAggregate, type BasicAgg } from "./aggregates.js";
 import { actorKey, parseActorKey, saltOfKey } from "./actor-keys.js";
 import { parentWindow, rollupLevel } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
-import type { WindowResult } from "./window-result.js";
+import type { EncodedResult, WindowResult } from "./window-result.js";
 import { resultValues, type WindowActorEnv, type WindowMessage } from "./window-actor.js";
 import { decodeWindowSnapshot, encodeWindowSnapshot } from "./window-snapshot.js";
 import { windowSizeMs } from "./windows.js";
@@ -24,6 +24,11 @@ interface Series {
   dimsName?: string;
   /** A snapshot's JSON tail up to its dims. */
   tailPrefix: string;
+  /** A final result's JSON from its metric to its start (`encodedFinal`). */
+  resultPrefix: string;
+  /** The last start written (`encodedFinal`), and its text: `start,"end":end`. */
+  spanOf?: number;
+  spanJson?: string;
 }
 
 /** Where an actor key's dims id starts (`["value",…]`: after its metric, window and start), without parsing the key. */
@@ -75,6 +80,9 @@ export class WindowTable {
   private flags = new Uint8Array(0);
   private readonly free: number[] = [];
   private readonly emits = new Map<number, { rows: number[]; timer: NodeJS.Timeout }>();
+  /** The last watermark written in a final (`encodedFinal`), and its text. */
+  private watermarkOf = NaN;
+  private watermarkJson = "null";
 
   constructor(private readonly env: WindowTableEnv) {}
 
@@ -125,12 +133,14 @@ export class WindowTable {
     this.later(row, due);
   }
 
-  /** The watermark passed the window's end + lateness. */
-  fire(key: string, watermark: number): void {
-    const row = this.rows.get(key)!;
+  /** The watermark passed the window's end + lateness; false if `key` is no row (one lookup: a close fires a million). */
+  fire(key: string, watermark: number): boolean {
+    const row = this.rows.get(key);
+    if (row === undefined) return false;
     const at = row * stride + Col.watermark;
     if (watermark > this.nums[at]!) this.nums[at] = watermark;
     this.finalize(row, watermark, true);
+    return true;
   }
 
   /** A partial the row cannot take is on its way: the window becomes an actor, starting from the row's state. */
@@ -254,6 +264,7 @@ export class WindowTable {
         dimsPrefix: names.length === 1 ? `{${JSON.stringify(names[0])}:` : undefined,
         dimsName: names.length === 1 ? names[0] : undefined,
         tailPrefix: `{"metric":${JSON.stringify(metric)},"window":${JSON.stringify(window)},"dims":`,
+        resultPrefix: `,"metric":${JSON.stringify(metric)},"window":${JSON.stringify(window)},"start":`,
       });
       this.seriesIds.set(name, id);
     }
@@ -358,7 +369,43 @@ export class WindowTable {
     const count = n[at + Col.count]!;
     if (count === 0 && status === "provisional") return;
     n[at + Col.lastEmitAt] = this.env.now();
+    if (status === "final" && this.env.emitEncoded) return this.env.emitEncoded(this.encodedFinal(row, lateCount));
     this.env.emit(this.result(row, status, revision, lateCount));
+  }
+
+  /**
+   * A row's final result as the JSON `JSON.stringify` would give for `result(row, "final", 1, …)`,
+   * put together from strings its series and key already hold, with no result, dims or values
+   * object per window (as `snapshot` does for its tail). Same fields, same order; a number that
+   * is not finite is `null`, as JSON.stringify writes it. `test/window-table.test.ts` checks the
+   * text against the actors' results.
+   */
+  private encodedFinal(row: number, lateCount: number): EncodedResult {
+    const n = this.nums;
+    const at = row * stride;
+    const series = this.series[this.seriesOf[row]!]!;
+    const { metric, window, sizeMs } = series;
+    const key = this.keys[row]!;
+    const start = n[at + Col.start]!;
+    const count = n[at + Col.count]!;
+    const odd = this.oddDims.get(row);
+    const dims = odd ? JSON.stringify(odd) : dimsJson(series, key);
+    const values = JSON.stringify(resultValues(this.aggOf(row), undefined, this.env.rule(metric)?.aggregates ?? ["count"], sizeMs));
+    // A close fires its rows with one start and one watermark: their texts are made once (a
+    // millisecond time is a double, and writing one out cost as much as the rest of the row).
+    if (series.spanOf !== start) {
+      series.spanOf = start;
+      series.spanJson = `${jsonNumber(start)},"end":${jsonNumber(start + sizeMs)}`;
+    }
+    const watermark = n[at + Col.watermark]!;
+    if (this.watermarkOf !== watermark) {
+      this.watermarkOf = watermark;
+      this.watermarkJson = jsonNumber(watermark);
+    }
+    const json =
+      `{"key":${JSON.stringify(key)}${series.resultPrefix}${series.spanJson},"dims":${dims},"status":"final","revision":1` +
+      `,"eventCount":${jsonNumber(count)},"lateCount":${jsonNumber(lateCount)},"watermark":${this.watermarkJson},"values":${values}${this.env.encodedStamp ?? ""}}`;
+    return { key, metric, window, status: "final", revision: 1, json };
   }
 
   private result(row: number, status: "provisional" | "final", revision: number, lateCount = 0): WindowResult {
@@ -415,4 +462,9 @@ export class WindowTable {
       if (this.flags[row]! & Changed) this.send(row);
     }
   }
+}
+
+/** A number as JSON.stringify writes it (`null` when not finite). */
+function jsonNumber(x: number): string {
+  return Number.isFinite(x) ? String(x) : "null";
 }

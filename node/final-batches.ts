@@ -1,5 +1,12 @@
 import { createHash } from "node:crypto";
-import type { WindowResult } from "../actors/window-result.js";
+import type { EncodedResult, WindowResult } from "../actors/window-result.js";
+
+/**
+ * Between two results of a batch of finals: a comma and a newline, still one JSON array, but a
+ * JSON text never holds a raw newline inside a string, so a reader can cut the message into its
+ * results' own JSON texts without parsing it (`resultTexts`) and store each as it came.
+ */
+export const resultSeparator = ",\n";
 
 /** One message of final and corrected results: a JSON array of them, all of one results subject. */
 export interface FinalBatch {
@@ -22,8 +29,12 @@ export interface FinalBatch {
  * (they follow the event loop's turns), so the sinks drop a (window key, revision) they have
  * already (`ResultsStore`: `duplicate`).
  */
-export function finalBatches(results: readonly WindowResult[], subjectOf: (result: WindowResult) => string, maxChars: number): FinalBatch[] {
-  const bySubject = new Map<string, WindowResult[]>();
+export function finalBatches(
+  results: readonly (WindowResult | EncodedResult)[],
+  subjectOf: (result: Pick<WindowResult, "metric" | "window">) => string,
+  maxChars: number,
+): FinalBatch[] {
+  const bySubject = new Map<string, (WindowResult | EncodedResult)[]>();
   for (const result of results) {
     const subject = subjectOf(result);
     let list = bySubject.get(subject);
@@ -42,9 +53,10 @@ export function finalBatches(results: readonly WindowResult[], subjectOf: (resul
       n = 0;
     };
     for (const result of list) {
-      const json = JSON.stringify(result);
-      if (body.length > 0 && body.length + json.length + 2 > maxChars) send();
-      body = body.length === 0 ? "[" + json : body + "," + json;
+      // A row's final comes as its JSON already (`EncodedResult`).
+      const json = "json" in result ? result.json : JSON.stringify(result);
+      if (body.length > 0 && body.length + json.length + 3 > maxChars) send();
+      body = body.length === 0 ? "[" + json : body + resultSeparator + json;
       ids += `${result.key}#${result.revision}\n`;
       n++;
     }
@@ -61,4 +73,46 @@ export function finalBatches(results: readonly WindowResult[], subjectOf: (resul
  */
 export function mayHoldFinals(text: string): boolean {
   return text.includes('"status":"final"') || text.includes('"status":"corrected"');
+}
+
+/**
+ * The results of a message on a results subject, each with its own JSON text as bytes of `data`
+ * (no copy) when the message is cut by `resultSeparator` (a batch of finals), so a store can keep
+ * a result as it came rather than stringify it again (README, "Many windows"). Each piece is
+ * parsed on its own: if every piece is valid JSON, every separator was between two top-level
+ * elements (one inside a nested object or array would leave a piece unbalanced), so the pieces
+ * are the results. Otherwise (a message of another shape) the whole is parsed, without texts.
+ */
+export function resultTexts(data: Uint8Array, decoded?: string): { results: WindowResult[]; texts?: Uint8Array[] } {
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (buf[0] !== 0x5b || buf[buf.length - 1] !== 0x5d) return { results: wholeOf(buf) };
+  // `data` as text, if the caller has it: when all ASCII (as long as its bytes), a piece is parsed
+  // from a slice of it, not decoded again.
+  const text = decoded !== undefined && decoded.length === buf.length ? decoded : undefined;
+  const results: WindowResult[] = [];
+  const texts: Uint8Array[] = [];
+  let from = 1;
+  for (;;) {
+    const cut = buf.indexOf(separatorBytes, from);
+    const to = cut < 0 ? buf.length - 1 : cut;
+    const piece = buf.subarray(from, to);
+    let result: WindowResult;
+    try {
+      result = JSON.parse(text !== undefined ? text.slice(from, to) : piece.toString()) as WindowResult;
+    } catch {
+      return { results: wholeOf(buf) };
+    }
+    if (typeof result !== "object" || result === null || Array.isArray(result)) return { results: wholeOf(buf) };
+    results.push(result);
+    texts.push(piece);
+    if (cut < 0) return { results, texts };
+    from = cut + separatorBytes.length;
+  }
+}
+
+const separatorBytes = Buffer.from(resultSeparator);
+
+function wholeOf(buf: Buffer): WindowResult[] {
+  const parsed = JSON.parse(buf.toString()) as WindowResult | WindowResult[];
+  return Array.isArray(parsed) ? parsed : [parsed];
 }

@@ -4,7 +4,7 @@ import { parseActorKey, shardOfKey } from "../actors/actor-keys.js";
 import type { WindowPartial } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
 import { storedWindowTimes, windowActorKind, type WindowActorEnv, type WindowMessage } from "../actors/window-actor.js";
-import type { WindowResult } from "../actors/window-result.js";
+import type { EncodedResult, WindowResult } from "../actors/window-result.js";
 import { WindowShard, type ShardState } from "../actors/window-shard.js";
 import { ActorSystem, type ActorCut } from "../runtime/actor-system.js";
 import type { StateStore } from "../runtime/state-store.js";
@@ -34,12 +34,12 @@ export interface ResultSink {
    * provisional result of a row of the shard's table, which answers queries for it (`openRows`),
    * so a view of open windows need not keep it.
    */
-  emitted(result: WindowResult, held?: boolean): void;
+  emitted(result: WindowResult | EncodedResult, held?: boolean): void;
   /**
    * Final and corrected results, in the order they were emitted, gathered over one turn of the
    * event loop: resolves once every one of them is durably stored (JetStream acked it).
    */
-  finals(results: WindowResult[]): Promise<unknown>;
+  finals(results: (WindowResult | EncodedResult)[]): Promise<unknown>;
 }
 
 export interface ShardDeps {
@@ -96,7 +96,7 @@ export class HostedShard {
   /** Deliveries and cuts take turns: a cut must fall between two mailbox messages. */
   private turn: Promise<unknown> = Promise.resolve();
   /** Final and corrected results emitted and not yet handed to the sink: they go in batches (`flushFinals`). */
-  private finals: WindowResult[] = [];
+  private finals: (WindowResult | EncodedResult)[] = [];
   private finalsFlush?: NodeJS.Immediate;
   checkpoints = 0;
 
@@ -355,7 +355,12 @@ export class HostedShard {
       shardCount: this.deps.shardCount,
       foldedAudit,
       forward: (partials, id) => this.forward(partials, id),
-      table: { ...this.windowEnv, emit: (result) => this.emit(result, true) },
+      table: {
+        ...this.windowEnv,
+        emit: (result) => this.emit(result, true),
+        emitEncoded: (result) => this.emitEncoded(result),
+        encodedStamp: `,"shard":${this.id},"epoch":${this.epoch}`,
+      },
     });
   }
 
@@ -382,6 +387,13 @@ export class HostedShard {
     result.epoch = this.epoch;
     this.deps.sink.emitted(result, held && result.status === "provisional");
     if (result.status === "provisional") return;
+    this.finals.push(result);
+    this.finalsFlush ??= setImmediate(() => this.flushFinals());
+  }
+
+  /** A row's final as its JSON (`WindowTable`), stamped with this shard and epoch already (`encodedStamp`). */
+  private emitEncoded(result: EncodedResult): void {
+    this.deps.sink.emitted(result);
     this.finals.push(result);
     this.finalsFlush ??= setImmediate(() => this.flushFinals());
   }

@@ -45,6 +45,7 @@ export class LiveResults {
   private readonly epochs = new Map<number, number>();
   private newestWatermark = -Infinity;
   private count = 0;
+  private lastSeries = { metric: "", window: "", id: "" };
   /** Provisional results taken and refused so far (status, tests). */
   taken = 0;
   refused = 0;
@@ -128,7 +129,7 @@ export class LiveResults {
   settle(result: WindowResult, now = Date.now()): void {
     if (result.shard !== undefined && result.epoch !== undefined) this.noteEpoch(result.shard, result.epoch);
     if (result.watermark > this.newestWatermark) this.newestWatermark = result.watermark;
-    const entries = this.bySeries.get(seriesId(result.metric, result.window));
+    const entries = this.bySeries.get(this.seriesIdOf(result));
     if (entries?.delete(result.key)) this.count--;
     this.rotate(now);
     this.finals.add(result.key);
@@ -195,6 +196,17 @@ export class LiveResults {
         this.count--;
       }
     }
+  }
+
+  /**
+   * `seriesId` of a result, made once for a run of results of one series (a minute's close
+   * settles a million finals of one metric and window; a new id string was a new hash each).
+   */
+  private seriesIdOf(result: WindowResult): string {
+    if (result.metric !== this.lastSeries.metric || result.window !== this.lastSeries.window) {
+      this.lastSeries = { metric: result.metric, window: result.window, id: seriesId(result.metric, result.window) };
+    }
+    return this.lastSeries.id;
   }
 
   private fresh(result: WindowResult): boolean {

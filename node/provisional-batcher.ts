@@ -7,7 +7,7 @@ export interface ProvisionalBatcherOptions {
   maxBytes: number;
   /** Publishes one message: a JSON array of provisional results of one subject. */
   publish(subject: string, body: string): void;
-  subjectOf(result: WindowResult): string;
+  subjectOf(result: Pick<WindowResult, "metric" | "window">): string;
 }
 
 /**
@@ -49,7 +49,7 @@ export class ProvisionalBatcher {
   }
 
   /** A final or corrected result of this window is going out: its waiting provisional one is stale. */
-  supersede(result: WindowResult): void {
+  supersede(result: Pick<WindowResult, "key" | "metric" | "window">): void {
     const waiting = this.pending.get(this.options.subjectOf(result));
     if (waiting?.delete(result.key)) this.count--;
   }

@@ -66,8 +66,12 @@ export class ResultsStore {
    * `duplicate` (the same final or corrected revision again: the first one stays, as JetStream's
    * de-duplication kept the first) or `stale` (from a shard epoch older than one seen before it;
    * an `EpochSeen` is always `stale`).
+   *
+   * `texts[i]`, if given, is result i's JSON exactly as it came (the bytes of its message,
+   * `resultTexts`): stored as is, rather than stringified again (with 1M windows closing at once,
+   * stringifying every final anew was a fifth of what storing it cost).
    */
-  async putAllDetailed(results: readonly (WindowResult | EpochSeen)[]): Promise<PutOutcome[]> {
+  async putAllDetailed(results: readonly (WindowResult | EpochSeen)[], texts?: readonly (Uint8Array | undefined)[]): Promise<PutOutcome[]> {
     const writes = new Map<string, Uint8Array>();
     const fresh: (string | undefined)[] = [];
     for (const result of results) {
@@ -81,7 +85,8 @@ export class ResultsStore {
         continue;
       }
       if (result.shard !== undefined && result.epoch !== undefined) {
-        const newest = await this.newestEpoch(result.shard);
+        // Known after the first result of a shard: no await (a microtask) per result.
+        const newest = this.epochs.get(result.shard) ?? (await this.newestEpoch(result.shard));
         if (result.epoch < newest) {
           fresh.push(undefined);
           continue;
@@ -105,7 +110,7 @@ export class ResultsStore {
       if (current && isNewer(current, result)) return "older";
       if (current && result.revision > 0 && current.revision === result.revision) return "duplicate";
       latest.set(key, result);
-      writes.set(key, Buffer.from(JSON.stringify(result)));
+      writes.set(key, texts?.[i] ?? Buffer.from(JSON.stringify(result)));
       return "stored";
     });
     if (writes.size > 0) await this.store.write([...writes]);

@@ -68,41 +68,67 @@ export function readRecordInfo(seq: number, headers: MsgHdrs | undefined): Recor
   };
 }
 
-/** Packs entries into chunk bodies of about `chunkTargetBytes`, after `reserved` leading bytes. */
+/**
+ * Packs entries into chunk bodies of about `chunkTargetBytes`, after `reserved` leading bytes.
+ * An entry is written once, into its chunk's one buffer, when the chunk is taken: a checkpoint
+ * after a minute's close carries a million final windows, and three small buffers per entry
+ * (its lengths and its key) then a concat was most of packing them.
+ */
 export class ChunkPacker {
-  private parts: Uint8Array[] = [];
+  private keys: string[] = [];
+  private keyLengths: number[] = [];
+  private values: (Uint8Array | null)[] = [];
   private size = 0;
 
   constructor(private readonly reserved = 0) {}
 
   /** Throws a RangeError if the entry cannot fit any record. */
   check(key: string, value: Uint8Array | null): void {
-    const size = 8 + Buffer.byteLength(key, "utf8") + (value?.length ?? 0);
-    if (this.reserved + size > maxRecordBytes) throw new RangeError(`shard state entry "${key}" is ${size} bytes; at most ${maxRecordBytes - this.reserved} fit a record`);
+    // (A UTF-16 code unit is at most 3 bytes of UTF-8: most keys need no count.)
+    if (this.reserved + 8 + 3 * key.length + (value?.length ?? 0) <= maxRecordBytes) return;
+    this.entrySize(Buffer.byteLength(key, "utf8"), key, value);
   }
 
   /** Adds an entry; returns the chunk it closed to make room, if any. */
   add(key: string, value: Uint8Array | null): Uint8Array | undefined {
-    this.check(key, value);
-    const keyBytes = Buffer.from(key, "utf8");
-    const size = 8 + keyBytes.length + (value?.length ?? 0);
+    const keyLength = Buffer.byteLength(key, "utf8");
+    const size = this.entrySize(keyLength, key, value);
     const full = this.size > 0 && this.reserved + this.size + size > chunkTargetBytes ? this.take() : undefined;
-    const lengths = Buffer.allocUnsafe(4);
-    lengths.writeUInt32BE(keyBytes.length);
-    const valueLength = Buffer.allocUnsafe(4);
-    valueLength.writeInt32BE(value === null ? -1 : value.length);
-    this.parts.push(lengths, keyBytes, valueLength);
-    if (value && value.length > 0) this.parts.push(value);
+    this.keys.push(key);
+    this.keyLengths.push(keyLength);
+    this.values.push(value);
     this.size += size;
     return full;
   }
 
   /** The entries added since the last chunk closed (possibly none). */
   take(): Uint8Array {
-    const body = Buffer.concat(this.parts, this.size);
-    this.parts = [];
+    const body = Buffer.allocUnsafe(this.size);
+    let at = 0;
+    for (let i = 0; i < this.keys.length; i++) {
+      const keyLength = this.keyLengths[i]!;
+      const value = this.values[i]!;
+      body.writeUInt32BE(keyLength, at);
+      body.write(this.keys[i]!, at + 4, keyLength, "utf8");
+      at += 4 + keyLength;
+      body.writeInt32BE(value === null ? -1 : value.length, at);
+      at += 4;
+      if (value && value.length > 0) {
+        body.set(value, at);
+        at += value.length;
+      }
+    }
+    this.keys = [];
+    this.keyLengths = [];
+    this.values = [];
     this.size = 0;
     return body;
+  }
+
+  private entrySize(keyLength: number, key: string, value: Uint8Array | null): number {
+    const size = 8 + keyLength + (value?.length ?? 0);
+    if (this.reserved + size > maxRecordBytes) throw new RangeError(`shard state entry "${key}" is ${size} bytes; at most ${maxRecordBytes - this.reserved} fit a record`);
+    return size;
   }
 }
 

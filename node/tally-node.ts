@@ -6,7 +6,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { defaultLimits, type ValidationLimits } from "../actors/event.js";
 import { Router } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
-import type { WindowResult } from "../actors/window-result.js";
+import type { EncodedResult, WindowResult } from "../actors/window-result.js";
 import { PlacementController, type UnitHost } from "../cluster/controller.js";
 import { Membership } from "../cluster/membership.js";
 import { OwnershipTable } from "../cluster/ownership.js";
@@ -18,8 +18,8 @@ import { HotKeyJudge } from "./hot-key-judge.js";
 import { encodeMailbox } from "./mailbox-codec.js";
 import type { IngestCounters } from "./partition-ingest.js";
 import { PartitionHost } from "./partition-host.js";
-import { ProvisionalBatcher, resultsOf } from "./provisional-batcher.js";
-import { finalBatches, mayHoldFinals } from "./final-batches.js";
+import { ProvisionalBatcher } from "./provisional-batcher.js";
+import { finalBatches, mayHoldFinals, resultTexts } from "./final-batches.js";
 import { LiveResults, liveResultsDefaults } from "./live-results.js";
 import { warmLiveResults, warmupSpanMs } from "./live-warmup.js";
 import { dropResultsBefore, ResultsStore, type EpochSeen, type ResultQuery } from "./results-store.js";
@@ -529,7 +529,7 @@ export class TallyNode {
    * what a node with many active windows spent its time on. A final or corrected result drops its
    * window's provisional result still waiting, and goes out with its shard's next `publishFinals`.
    */
-  private emitted(result: WindowResult, held = false): void {
+  private emitted(result: WindowResult | EncodedResult, held = false): void {
     if (result.status !== "provisional") return this.provisional.supersede(result);
     // A row of a shard's table answers queries itself: the view keeps no copy (README, "Memory").
     if (held || this.live.offer(result)) this.notify(result);
@@ -543,7 +543,7 @@ export class TallyNode {
    * final at once (200k for 200k series); one publish, message id, ack and promise per result
    * made that burst seconds long, and so did storing and delivering 200k messages.
    */
-  private publishFinals(results: WindowResult[]): Promise<unknown> {
+  private publishFinals(results: (WindowResult | EncodedResult)[]): Promise<unknown> {
     const sent: Promise<unknown>[] = [];
     for (const batch of finalBatches(results, (r) => subjects.results(r.metric, r.window), finalBatchChars)) {
       sent.push(this.publisher.publish(batch.subject, batch.body, { msgID: batch.id }));
@@ -604,35 +604,47 @@ export class TallyNode {
     // and parsing them all first kept them all alive across the store's awaits (old-generation
     // garbage, GC work long after a minute closed).
     let items: (WindowResult | EpochSeen)[] = [];
+    // Each result's JSON as it came, where the message gives it (`resultTexts`): stored as is.
+    let texts: (Uint8Array | undefined)[] = [];
     for (const m of batch) {
       const text = m.string();
       if (m.data[0] === 0x5b && !mayHoldFinals(text)) {
-        items.push(...epochsIn(text));
+        for (const seen of epochsIn(text)) {
+          items.push(seen);
+          texts.push(undefined);
+        }
       } else {
-        for (const result of resultsOf(text)) {
+        const parsed = resultTexts(m.data, text);
+        parsed.results.forEach((result, i) => {
           if (result.status === "provisional") {
             // A provisional result alone (a node of an older version publishes them so): the view's too.
             if (m.data[0] !== 0x5b && this.live.offer(result) && m.seq > this.liveFromSeq) this.notify(result);
-            if (result.shard !== undefined && result.epoch !== undefined) items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
-            continue;
+            if (result.shard !== undefined && result.epoch !== undefined) {
+              items.push({ seen: "epoch", shard: result.shard, epoch: result.epoch });
+              texts.push(undefined);
+            }
+            return;
           }
           items.push(result);
-        }
+          texts.push(parsed.texts?.[i]);
+        });
       }
       if (items.length >= storeSlice) {
-        await this.storeItems(items);
+        await this.storeItems(items, texts);
         items = [];
+        texts = [];
       }
     }
-    if (items.length > 0) await this.storeItems(items);
+    if (items.length > 0) await this.storeItems(items, texts);
   }
 
   /** Results in stream order into the results store, then to the live view and subscribers. */
-  private async storeItems(items: (WindowResult | EpochSeen)[]): Promise<void> {
-    const outcomes = await this.results.putAllDetailed(items);
+  private async storeItems(items: (WindowResult | EpochSeen)[], texts: (Uint8Array | undefined)[]): Promise<void> {
+    const outcomes = await this.results.putAllDetailed(items, texts);
+    const now = Date.now();
     items.forEach((item, i) => {
       if ("seen" in item || outcomes[i] === "stale") return;
-      this.live.settle(item);
+      this.live.settle(item, now);
       if (outcomes[i] === "stored") this.notify(item);
     });
   }

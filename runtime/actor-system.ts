@@ -105,7 +105,7 @@ export class ActorSystem<M> {
   /** In the order they last went idle (oldest first), so the idle sweep stops at the first one not due. */
   private readonly activations = new Map<string, Activation<M>>();
   /** Snapshots of passivated actors not yet checkpointed; `null` means "delete". */
-  private readonly unsaved = new Map<string, Uint8Array | null>();
+  private unsaved = new Map<string, Uint8Array | null>();
   /** The states of the cut being written (`cut`): newer than the store's until the write is done. */
   private saving?: Map<string, Uint8Array | null>;
   private writing?: Promise<void>;
@@ -219,8 +219,9 @@ export class ActorSystem<M> {
     if (this.pending > 0) throw new Error("a cut needs idle actors: queued messages would fall half in");
     if (this.saving) throw new Error("the previous cut is still being written");
     this.holder?.collect((key, state) => this.unsaved.set(key, state));
-    const saving = new Map(this.unsaved);
-    this.unsaved.clear();
+    // Taken whole, not copied: after a minute's close it holds a million final windows.
+    const saving = this.unsaved;
+    this.unsaved = new Map();
     for (const activation of this.activations.values()) {
       if (!activation.dirty || !activation.actor) continue;
       saving.set(activation.key, activation.actor.snapshot() ?? null);

@@ -54,7 +54,8 @@ export class RocksStateStore implements StateStore {
 
   async write(puts: Iterable<[string, Uint8Array]>, deletes: Iterable<string> = []): Promise<void> {
     const batch = this.db.write();
-    for (const [key, value] of puts) batch.put(key, Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+    // (Most values are Buffers already: no second view of each.)
+    for (const [key, value] of puts) batch.put(key, Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength));
     for (const key of deletes) batch.delete(key);
     await batch.flush();
     batch.destroy();

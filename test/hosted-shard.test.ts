@@ -127,7 +127,9 @@ function hostShard(key: string, stateLog: ShardStateLog, store: RocksStateStore,
           results.push(result);
           for (const w of waiting.filter((w) => result.eventCount >= w.count)) w.resolve();
         },
-        finals: async (finals) => {
+        finals: async (encoded) => {
+          // A row's final comes as its JSON (`EncodedResult`).
+          const finals = encoded.map((r) => ("json" in r ? (JSON.parse(r.json) as WindowResult) : r));
           results.push(...finals);
           for (const w of waiting.filter((w) => finals.some((result) => result.eventCount >= w.count))) w.resolve();
         },

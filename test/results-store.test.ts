@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { WindowResult } from "../actors/window-result.js";
-import { finalBatches } from "../node/final-batches.js";
+import { finalBatches, resultTexts } from "../node/final-batches.js";
 import { resultsOf } from "../node/provisional-batcher.js";
 import { ResultsStore } from "../node/results-store.js";
 import { RocksStateStore } from "../runtime/state-store.js";
@@ -99,7 +99,11 @@ test("finals in batches are stored and served exactly; the same finals again, ba
     assert.ok(batches.every((b) => b.body.length <= 32 * 1024 && b.subject === "results.devices.1m"));
     const parsed = batches.flatMap((b) => resultsOf(b.body));
     assert.deepEqual(parsed, finals, "every final, in order, as emitted");
-    assert.deepEqual(new Set(await results.putAllDetailed(parsed)), new Set(["stored"]));
+    // Cut into their own texts without a parse of the whole: each stored as it came.
+    const cut = batches.map((b, i) => (i % 2 === 0 ? resultTexts(Buffer.from(b.body)) : resultTexts(Buffer.from(b.body), b.body)));
+    assert.deepEqual(cut.flatMap((c) => c.results), finals);
+    assert.deepEqual(cut.flatMap((c) => c.texts!.map((t) => Buffer.from(t).toString())), finals.map((r) => JSON.stringify(r)));
+    assert.deepEqual(new Set(await results.putAllDetailed(cut.flatMap((c) => c.results), cut.flatMap((c) => c.texts!))), new Set(["stored"]));
     const q = { metric: "devices", window: "1m", from: t0, to: t0 + 60_000, where: {} };
     const served = await results.query(q);
     assert.deepEqual(served.map((r) => [r.dims.device, r.revision, r.values.count]), finals.map((r) => [r.dims.device, 1, r.values.count]));
@@ -124,4 +128,26 @@ test("finals in batches are stored and served exactly; the same finals again, ba
     await store.close();
     dir.remove();
   }
+});
+
+test("a results message is cut into its results' own texts only where every piece is one of them", () => {
+  const text = (s: string) => {
+    const cut = resultTexts(Buffer.from(s));
+    assert.deepEqual(resultTexts(Buffer.from(s), s), cut, "the same from the message's text");
+    return cut;
+  };
+  const a = { key: "a", status: "final", values: { top: [{ k: "x" }, { k: "y" }] } };
+  const b = { key: "b", status: "final", values: {} };
+  assert.deepEqual(text(`[${JSON.stringify(a)},\n${JSON.stringify(b)}]`), { results: [a, b], texts: [Buffer.from(JSON.stringify(a)), Buffer.from(JSON.stringify(b))] });
+  // A ",\n" inside a result (another writer's layout) leaves a piece that is no JSON: parsed whole, no texts.
+  const pretty = JSON.stringify([a, b], null, 1);
+  assert.deepEqual(text(pretty), { results: [a, b] });
+  assert.deepEqual(text(`[{"key":"a","v":[1,\n2]},\n{"key":"b"}]`), { results: [{ key: "a", v: [1, 2] }, { key: "b" }] });
+  // One result alone (as older versions publish finals), and an array without newlines (older batches).
+  assert.deepEqual(text(JSON.stringify(a)), { results: [a] });
+  assert.deepEqual(text(`[${JSON.stringify(a)},${JSON.stringify(b)}]`), { results: [a, b] });
+  assert.throws(() => text(`[${JSON.stringify(a)},\n{"key":`), SyntaxError, "not JSON at all: as JSON.parse");
+  // Not ASCII: cut by bytes all the same.
+  const c = { key: "c", status: "final", dims: { site: "Zürich ✓" } };
+  assert.deepEqual(text(`[${JSON.stringify(c)},\n${JSON.stringify(b)}]`), { results: [c, b], texts: [Buffer.from(JSON.stringify(c)), Buffer.from(JSON.stringify(b))] });
 });

@@ -26,8 +26,15 @@ const byName = new Map(rules.map((r) => [r.name, r]));
 
 /** One shard fed router batches and watermarks, restartable from its store; windows as actors only, or plain ones as rows. */
 function pipeline(store: MemoryStateStore, table: boolean) {
-  const emitted: WindowResult[] = [];
-  const env: WindowActorEnv = { rule: (m) => byName.get(m), emit: (r) => emitted.push(r), emitIntervalMs: 0, now: () => 0 };
+  const emitted: Emitted[] = [];
+  // A row's final comes as its JSON text (`emitEncoded`): kept as it came, compared as text with the actors' results stringified.
+  const env: WindowActorEnv = {
+    rule: (m) => byName.get(m),
+    emit: (r) => emitted.push(r),
+    emitEncoded: (r) => emitted.push({ ...(JSON.parse(r.json) as WindowResult), [encodedAs]: r.json }),
+    emitIntervalMs: 0,
+    now: () => 0,
+  };
   const router = new Router(rules, 1);
   let system!: ActorSystem<WindowMessage>;
   let shard!: WindowShard;
@@ -68,8 +75,12 @@ function pipeline(store: MemoryStateStore, table: boolean) {
   };
 }
 
-function sorted(results: WindowResult[]): string[] {
-  return results.map((r) => JSON.stringify(r)).sort();
+/** The JSON text a result came as, if it came encoded (a row's final). */
+const encodedAs = Symbol("encoded as");
+type Emitted = WindowResult & { [encodedAs]?: string };
+
+function sorted(results: Emitted[]): string[] {
+  return results.map((r) => r[encodedAs] ?? JSON.stringify(r)).sort();
 }
 
 /**
@@ -124,7 +135,8 @@ test("plain windows as rows of a table emit exactly what window actors emit: pro
     }
     assert.ok(rows.mostRows > 20, `the table held rows (most at once: ${rows.mostRows})`);
     assert.ok(actors.emitted.some((r) => r.status === "corrected") && actors.emitted.some((r) => r.window === "1h" && r.status === "final"), "corrections and rollups were exercised");
-    const base = (results: WindowResult[]) => sorted(results.filter((r) => r.window !== "1h"));
+    assert.ok(rows.emitted.some((r) => r[encodedAs] !== undefined) && !actors.emitted.some((r) => r[encodedAs] !== undefined), "rows' finals came encoded, actors' not");
+    const base = (results: Emitted[]) => sorted(results.filter((r) => r.window !== "1h"));
     assert.deepEqual(base(rows.emitted), base(actors.emitted), `seed ${seed}: every result of the base windows`);
     const [fromRows, fromActors] = [lastOfRollups(rows.emitted), lastOfRollups(actors.emitted)];
     assert.deepEqual([...fromRows.keys()].sort(), [...fromActors.keys()].sort());
