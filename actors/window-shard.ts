@@ -1,5 +1,5 @@
 import type { ActorSystem } from "../runtime/actor-system.js";
-import { actorKey, parseActorKey, seriesShardKey, shardOfKey } from "./actor-keys.js";
+import { actorKey, parseActorKey, saltOfKey, seriesShardKey, shardOfKey } from "./actor-keys.js";
 import { EventTimeTimers } from "./event-time-timers.js";
 import { parentWindow, rollupLevel, type RollupRule } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
@@ -159,6 +159,24 @@ export class WindowShard {
     }
   }
 
+  /**
+   * Whether `partials` may be applied while a `mark` still fires (and purges) the windows it made
+   * due, ahead of them, with the same outcome as after them: each is an ordinary partial of a
+   * window that closes after the current watermark, so neither it nor a rollup window above it
+   * (which closes no earlier) is among those due, and it is not a hot series' hand-over (sub-actor
+   * ticks follow the mark) nor under a series limit (admission advances at the mark's end). Why:
+   * a minute closing a million windows takes seconds, and the next minute's events need not wait
+   * for it (README, "Many windows").
+   */
+  overtakesClose(partials: readonly WindowPartial[]): boolean {
+    for (const p of partials) {
+      if (p.salts || p.fromSub || p.hold || p.release || saltOfKey(p.key) !== undefined) return false;
+      const rule = this.timing(p.metric);
+      if (rule.maxSeries !== undefined || p.end + rule.latenessMs <= this.current) return false;
+    }
+    return true;
+  }
+
   /** Partials another shard forwarded here (already admitted there). */
   applyForwarded(partials: WindowPartial[]): void {
     for (const partial of partials) this.applyHere(partial);
@@ -309,12 +327,6 @@ export class WindowShard {
   }
 
   /**
-   * Record a partition's progress; fires every window the shard watermark passed, level by level:
-   * the rules' own windows first, then (once every actor is idle, so every finer window due has
-   * handed its final state up) the first rollups, then the next. The last minute of an hour is due
-   * at the same watermark as the hour, and the hour must not finalize without it.
-   */
-  /**
    * Salted sub-actors hand over what they gathered: called for every watermark message in the
    * mailbox (a fixed cadence, and the same on a replay).
    */
@@ -322,8 +334,23 @@ export class WindowShard {
     for (const key of this.subs) this.actors.send(key, { type: "tick" });
   }
 
-  async mark(partition: number, mark: PartitionMark): Promise<void> {
-    this.marks.set(partition, mark);
+  /**
+   * Record a partition's progress; fires every window the shard watermark passed, level by level:
+   * the rules' own windows first, then (once every actor is idle, so every finer window due has
+   * handed its final state up) the first rollups, then the next. The last minute of an hour is due
+   * at the same watermark as the hour, and the hour must not finalize without it.
+   */
+  mark(partition: number, mark: PartitionMark): Promise<void> {
+    return this.markAll([[partition, mark]]);
+  }
+
+  /**
+   * `mark` of several partitions at once (one mailbox message): every window due at the
+   * watermark they reach together fires in one pass. Sets the new watermark before its first
+   * pause, so `overtakesClose` judges later partials against it.
+   */
+  async markAll(marks: Iterable<readonly [partition: number, mark: PartitionMark]>): Promise<void> {
+    for (const [partition, mark] of marks) this.marks.set(partition, mark);
     const active = [...this.marks.values()].filter((m) => !m.idle);
     const considered = active.length > 0 ? active : [...this.marks.values()];
     const next = Math.min(...considered.map((m) => m.watermark));
@@ -337,8 +364,9 @@ export class WindowShard {
       if (level > 0) await this.actors.idle();
       const fire: WindowMessage = { type: "fire", watermark: next };
       for (let i = 0; i < due.length; i++) {
-        // Nothing else reaches this shard's windows meanwhile but their own processing-time
-        // timers (provisional results): the finals are the same, sliced or not.
+        // Nothing else reaches the due windows meanwhile but their own processing-time timers
+        // (provisional results); partials applied in between are for windows not due
+        // (`overtakesClose`): the finals are the same, sliced or not.
         if (i > 0 && i % slice === 0) await pause();
         const key = due[i]!;
         this.subs.delete(key);
