@@ -1,4 +1,5 @@
 import type { ActorSystem } from "../runtime/actor-system.js";
+import { Turns } from "../runtime/turns.js";
 import { actorKey, parseActorKey, saltOfKey, seriesShardKey, shardOfKey } from "./actor-keys.js";
 import { EventTimeTimers } from "./event-time-timers.js";
 import { parentWindow, rollupLevel, type RollupRule } from "./rollups.js";
@@ -50,7 +51,7 @@ export interface WindowShardOptions {
    * (other shards' mailboxes, routers, acks and provisional results go on in between).
    */
   fireSlice?: number;
-  /** What `mark` waits for between slices (default: the event loop's next turn, `setImmediate`). */
+  /** What `mark` waits for between slices (default: a turn of the event loop, taken in turn with the other shards of the process). */
   pause?: () => Promise<void>;
   /**
    * Purge every window through its actor, as before `ActorSystem.forget` (a store read per
@@ -62,7 +63,9 @@ export interface WindowShardOptions {
 /** Windows fired per slice by default: ~5–10 ms of work for count windows here. */
 export const defaultFireSlice = 1_000;
 
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** The shards of a process take turns between their slices (`Turns`): one slice per turn of the event loop. */
+const closeTurns = new Turns();
+const nextTurn = () => closeTurns.next();
 
 /**
  * A window's state is purged this long after its horizon, not at it: the router judges
@@ -346,16 +349,37 @@ export class WindowShard {
 
   /**
    * `mark` of several partitions at once (one mailbox message): every window due at the
-   * watermark they reach together fires in one pass. Sets the new watermark before its first
-   * pause, so `overtakesClose` judges later partials against it.
+   * watermark they reach together fires in one pass; then, with `tick`, the sub-actors tick.
+   * The watermark moves at once, and the pass (and tick) waits for the passes of earlier calls:
+   * so a close under way holds up nothing but the partials that cannot overtake it
+   * (`overtakesClose`, judged against the newest watermark), not even the next marks.
    */
-  async markAll(marks: Iterable<readonly [partition: number, mark: PartitionMark]>): Promise<void> {
+  markAll(marks: Iterable<readonly [partition: number, mark: PartitionMark]>, tick = false): Promise<void> {
     for (const [partition, mark] of marks) this.marks.set(partition, mark);
     const active = [...this.marks.values()].filter((m) => !m.idle);
     const considered = active.length > 0 ? active : [...this.marks.values()];
     const next = Math.min(...considered.map((m) => m.watermark));
-    if (next <= this.current) return;
-    this.current = next;
+    const advanced = next > this.current;
+    if (advanced) this.current = next;
+    if (!advanced && !tick && this.closes === undefined) return Promise.resolve();
+    const run = (this.closes ?? Promise.resolve()).then(async () => {
+      if (advanced) await this.fire(next);
+      if (tick) this.tick();
+    });
+    // A failed pass fails every later one: the shard recovers from its checkpoint.
+    const closes = run.finally(() => {
+      if (this.closes === closes) this.closes = undefined;
+    });
+    this.closes = closes;
+    closes.catch(() => undefined); // (the caller of `run` sees the failure; later passes are chained to `closes`)
+    return run;
+  }
+
+  /** Passes of `markAll` under way or waiting, the last one's (it settles after all of them). */
+  private closes?: Promise<void>;
+
+  /** Fires the windows due at `next` (the watermark), then purges those past their horizon. */
+  private async fire(next: number): Promise<void> {
     const slice = this.options.fireSlice ?? defaultFireSlice;
     const pause = this.options.pause ?? nextTurn;
     for (let level = 0; level < this.fires.length; level++) {

@@ -99,9 +99,10 @@ export class HostedShard {
   /** Deliveries and cuts take turns: a cut must fall between two mailbox messages. */
   private turn: Promise<unknown> = Promise.resolve();
   /**
-   * The close a marks message started (`WindowShard.markAll` firing its due windows in slices),
-   * while it runs: later messages wait for it unless they may go ahead (`overtakesClose`), and no
-   * cut falls inside it. It never rejects (a failure fails the shard).
+   * The closes marks messages started (`WindowShard.markAll` firing their due windows in slices,
+   * one after the other), the last one's, while they run: later partials wait for them unless
+   * they may go ahead (`overtakesClose`), and no cut falls inside them. It never rejects (a
+   * failure fails the shard).
    */
   private closing?: Promise<void>;
   /** Final and corrected results emitted and not yet handed to the sink: they go in batches (`flushFinals`). */
@@ -235,8 +236,8 @@ export class HostedShard {
         if (m.seq <= this.position) continue;
         const message = decodeMailbox(m.data);
         if (message.type !== "marks" && this.deps.observe) this.observe(message.partials);
-        // Only partials of windows a close under way does not touch may go ahead of it.
-        if (this.closing && (message.type === "marks" || !this.window.overtakesClose(message.partials))) {
+        // Only partials of windows a close under way does not touch may go ahead of it (marks queue behind it).
+        if (this.closing && message.type !== "marks" && !this.window.overtakesClose(message.partials)) {
           await this.closing;
           if (this.failure) throw this.failure;
         }
@@ -253,16 +254,15 @@ export class HostedShard {
   }
 
   /**
-   * Fires the windows `marks` make due, in slices, while later messages that may overtake it are
-   * applied (`deliver`): a minute closing a million windows takes seconds of work, and the next
-   * minute's provisional results need not wait for it. Sub-actors tick once it is done.
+   * Fires the windows `marks` make due, in slices, after those of earlier marks, while later
+   * messages that may overtake it are applied (`deliver`): a minute closing a million windows
+   * takes seconds of work, and the next minute's provisional results need not wait for it.
+   * Sub-actors tick once it is done.
    */
   private close(marks: Iterable<readonly [number, PartitionMark]>): void {
-    const window = this.window;
     const incarnation = this.incarnation;
-    const closing: Promise<void> = window
-      .markAll(marks)
-      .then(() => window.tick())
+    const closing: Promise<void> = this.window
+      .markAll(marks, true)
       .catch((e) => this.failed(e, incarnation))
       .finally(() => {
         if (this.closing === closing) this.closing = undefined;

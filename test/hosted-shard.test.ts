@@ -296,7 +296,9 @@ test("a close under way lets the next minute's partials go ahead of it, and hold
     await js.publish(subjects.mailbox(home), encodeMailbox({ type: "marks", marks: [[0, { watermark: t0 + 60_000 + rule!.latenessMs, idle: false }]] }));
     await within(paused.promise, "the close's first pause");
 
-    // The next minute's events are counted while the close waits: they need not wait for it.
+    // The next minute's events are counted while the close waits: they need not wait for it, nor
+    // for the next watermark message (which waits its turn behind the close).
+    await js.publish(subjects.mailbox(home), encodeMailbox({ type: "marks", marks: [[0, { watermark: t0 + 61_000 + rule!.latenessMs, idle: false }]] }));
     await publishPartials(2, t0 + 60_000, [[nextKey, 5]]);
     await counted(5);
     assert.ok(due.some((key) => finalsOf(key).length === 0), "the close is not over");
