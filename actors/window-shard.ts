@@ -1,5 +1,6 @@
 import type { ActorSystem } from "../runtime/actor-system.js";
-import { actorKey, parseActorKey, seriesShardKey, shardOfKey } from "./actor-keys.js";
+import { Turns } from "../runtime/turns.js";
+import { actorKey, parseActorKey, saltOfKey, seriesShardKey, shardOfKey } from "./actor-keys.js";
 import { EventTimeTimers } from "./event-time-timers.js";
 import { parentWindow, rollupLevel, type RollupRule } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
@@ -50,7 +51,7 @@ export interface WindowShardOptions {
    * (other shards' mailboxes, routers, acks and provisional results go on in between).
    */
   fireSlice?: number;
-  /** What `mark` waits for between slices (default: the event loop's next turn, `setImmediate`). */
+  /** What `mark` waits for between slices (default: a turn of the event loop, taken in turn with the other shards of the process). */
   pause?: () => Promise<void>;
   /**
    * Purge every window through its actor, as before `ActorSystem.forget` (a store read per
@@ -62,7 +63,9 @@ export interface WindowShardOptions {
 /** Windows fired per slice by default: ~5–10 ms of work for count windows here. */
 export const defaultFireSlice = 1_000;
 
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** The shards of a process take turns between their slices (`Turns`): one slice per turn of the event loop. */
+const closeTurns = new Turns();
+const nextTurn = () => closeTurns.next();
 
 /**
  * A window's state is purged this long after its horizon, not at it: the router judges
@@ -157,6 +160,24 @@ export class WindowShard {
       if (away && shardOfKey(partial.key, this.shardCount) !== this.id) away.push(partial);
       else this.applyHere(partial);
     }
+  }
+
+  /**
+   * Whether `partials` may be applied while a `mark` still fires (and purges) the windows it made
+   * due, ahead of them, with the same outcome as after them: each is an ordinary partial of a
+   * window that closes after the current watermark, so neither it nor a rollup window above it
+   * (which closes no earlier) is among those due, and it is not a hot series' hand-over (sub-actor
+   * ticks follow the mark) nor under a series limit (admission advances at the mark's end). Why:
+   * a minute closing a million windows takes seconds, and the next minute's events need not wait
+   * for it (README, "Many windows").
+   */
+  overtakesClose(partials: readonly WindowPartial[]): boolean {
+    for (const p of partials) {
+      if (p.salts || p.fromSub || p.hold || p.release || saltOfKey(p.key) !== undefined) return false;
+      const rule = this.timing(p.metric);
+      if (rule.maxSeries !== undefined || p.end + rule.latenessMs <= this.current) return false;
+    }
+    return true;
   }
 
   /** Partials another shard forwarded here (already admitted there). */
@@ -309,12 +330,6 @@ export class WindowShard {
   }
 
   /**
-   * Record a partition's progress; fires every window the shard watermark passed, level by level:
-   * the rules' own windows first, then (once every actor is idle, so every finer window due has
-   * handed its final state up) the first rollups, then the next. The last minute of an hour is due
-   * at the same watermark as the hour, and the hour must not finalize without it.
-   */
-  /**
    * Salted sub-actors hand over what they gathered: called for every watermark message in the
    * mailbox (a fixed cadence, and the same on a replay).
    */
@@ -322,13 +337,49 @@ export class WindowShard {
     for (const key of this.subs) this.actors.send(key, { type: "tick" });
   }
 
-  async mark(partition: number, mark: PartitionMark): Promise<void> {
-    this.marks.set(partition, mark);
+  /**
+   * Record a partition's progress; fires every window the shard watermark passed, level by level:
+   * the rules' own windows first, then (once every actor is idle, so every finer window due has
+   * handed its final state up) the first rollups, then the next. The last minute of an hour is due
+   * at the same watermark as the hour, and the hour must not finalize without it.
+   */
+  mark(partition: number, mark: PartitionMark): Promise<void> {
+    return this.markAll([[partition, mark]]);
+  }
+
+  /**
+   * `mark` of several partitions at once (one mailbox message): every window due at the
+   * watermark they reach together fires in one pass; then, with `tick`, the sub-actors tick.
+   * The watermark moves at once, and the pass (and tick) waits for the passes of earlier calls:
+   * so a close under way holds up nothing but the partials that cannot overtake it
+   * (`overtakesClose`, judged against the newest watermark), not even the next marks.
+   */
+  markAll(marks: Iterable<readonly [partition: number, mark: PartitionMark]>, tick = false): Promise<void> {
+    for (const [partition, mark] of marks) this.marks.set(partition, mark);
     const active = [...this.marks.values()].filter((m) => !m.idle);
     const considered = active.length > 0 ? active : [...this.marks.values()];
     const next = Math.min(...considered.map((m) => m.watermark));
-    if (next <= this.current) return;
-    this.current = next;
+    const advanced = next > this.current;
+    if (advanced) this.current = next;
+    if (!advanced && !tick && this.closes === undefined) return Promise.resolve();
+    const run = (this.closes ?? Promise.resolve()).then(async () => {
+      if (advanced) await this.fire(next);
+      if (tick) this.tick();
+    });
+    // A failed pass fails every later one: the shard recovers from its checkpoint.
+    const closes = run.finally(() => {
+      if (this.closes === closes) this.closes = undefined;
+    });
+    this.closes = closes;
+    closes.catch(() => undefined); // (the caller of `run` sees the failure; later passes are chained to `closes`)
+    return run;
+  }
+
+  /** Passes of `markAll` under way or waiting, the last one's (it settles after all of them). */
+  private closes?: Promise<void>;
+
+  /** Fires the windows due at `next` (the watermark), then purges those past their horizon. */
+  private async fire(next: number): Promise<void> {
     const slice = this.options.fireSlice ?? defaultFireSlice;
     const pause = this.options.pause ?? nextTurn;
     for (let level = 0; level < this.fires.length; level++) {
@@ -337,8 +388,9 @@ export class WindowShard {
       if (level > 0) await this.actors.idle();
       const fire: WindowMessage = { type: "fire", watermark: next };
       for (let i = 0; i < due.length; i++) {
-        // Nothing else reaches this shard's windows meanwhile but their own processing-time
-        // timers (provisional results): the finals are the same, sliced or not.
+        // Nothing else reaches the due windows meanwhile but their own processing-time timers
+        // (provisional results); partials applied in between are for windows not due
+        // (`overtakesClose`): the finals are the same, sliced or not.
         if (i > 0 && i % slice === 0) await pause();
         const key = due[i]!;
         this.subs.delete(key);

@@ -10,7 +10,9 @@ import { nodeDefaults } from "../node/tally-node.js";
 import { streams } from "../node/streams.js";
 import { mayHoldFinals } from "../node/final-batches.js";
 import { resultsOf } from "../node/provisional-batcher.js";
-import { Generator, rss, sleep, startTally } from "./harness.js";
+import { WebSocket } from "ws";
+import type { WindowResult } from "../actors/window-result.js";
+import { Generator, probeRule, rss, sleep, startTally } from "./harness.js";
 import { summarizeProfile } from "./profile.js";
 import { protoBatch } from "./scenarios/robots.js";
 
@@ -18,7 +20,10 @@ const { values, positionals } = parseArgs({ allowPositionals: true, options: { d
 const rate = Number(positionals[0] ?? 15_000);
 const seconds = Number(positionals[1] ?? 60);
 const devices = Number(values.devices ?? 200_000);
-const stack = await startTally({ metrics: [{ name: "devices", kind: "status", groupBy: ["device"], aggregates: ["count"], window: "1m", lateness: "5s" }] }, { profileDir: values.profile });
+const stack = await startTally(
+  { metrics: [{ name: "devices", kind: "status", groupBy: ["device"], aggregates: ["count"], window: "1m", lateness: "5s" }, probeRule("5s")] },
+  { profileDir: values.profile },
+);
 /** Messages not yet delivered, and delivered but not yet acked (a shard acks its mailbox at its checkpoints, after applying). */
 const pending = async (stream: string, names: string[]) => {
   let n = 0;
@@ -51,6 +56,32 @@ stack.nc.subscribe("results.devices.>", {
     }
   },
 });
+// Freshness as the suite measures it: a probe event every 50 ms, timed from publish to the
+// provisional result counting it on the WebSocket; per line, the probes answered since the last.
+const probeSent = new Map<number, number[]>(); // window start → publish times, in order
+const probeCounted = new Map<number, number>();
+let probeLags: number[] = [];
+const ws = new WebSocket(`ws://127.0.0.1:${stack.node.port}/v1/subscribe?metric=bench_probe`);
+await new Promise((resolve, reject) => (ws.once("message", resolve), ws.once("error", reject)));
+ws.on("message", (data) => {
+  const { point } = JSON.parse(String(data)) as { point?: WindowResult };
+  if (!point) return;
+  const sent = probeSent.get(point.start) ?? [];
+  for (let i = probeCounted.get(point.start) ?? 0; i < Math.min(point.eventCount, sent.length); i++) probeLags.push(Date.now() - sent[i]!);
+  probeCounted.set(point.start, Math.max(probeCounted.get(point.start) ?? 0, point.eventCount));
+});
+let probeN = 0;
+const probes = setInterval(() => {
+  const now = Date.now();
+  const start = Math.floor(now / 60_000) * 60_000;
+  probeSent.set(start, [...(probeSent.get(start) ?? []), now]);
+  stack.nc.publish("telemetry.probe.probe", JSON.stringify({ id: `probe-${probeN++}`, ts: now }));
+}, 50);
+const probeLine = () => {
+  const lags = probeLags.sort((a, b) => a - b);
+  probeLags = [];
+  return lags.length === 0 ? "probes -" : `probes ${lags.length}: ${lags[Math.floor(lags.length / 2)]}/${lags[lags.length - 1]} ms`;
+};
 const generator = await Generator.start({ workload: { ...protoBatch(10_000), devices }, idPrefix: `l${Date.now()}`, target: { nats: stack.nats.url }, tsOffsetMs: 0, rate });
 const started = Date.now();
 const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
@@ -63,9 +94,11 @@ try {
     // Event time is wall time here: how far the shards' watermark trails the newest events (2 s of it is the out-of-orderness).
     const behind = s.watermark === null ? "-" : `${((Date.now() - s.watermark) / 1000).toFixed(1)} s`;
     const closed = [...finals].map(([end, f]) => `${new Date(end).toISOString().slice(11, 19)}: ${f.n} finals ${f.first}–${f.last} ms after close`).join(", ");
-    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox} (${unapplied} unacked)  watermark ${behind} behind  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB (heap ${mib(s.memory.heapUsed)}/${mib(s.memory.heapTotal)}, external ${mib(s.memory.external)})  ${closed}`);
+    console.log(`${String(t).padStart(4)} s  routed ${s.counters.events}  events waiting ${events}  mailbox waiting ${mailbox} (${unapplied} unacked)  watermark ${behind} behind  ${probeLine()}  windows ${s.activeWindows}  rss ${Math.round(rss(stack.node.pid) / 2 ** 20)} MiB (heap ${mib(s.memory.heapUsed)}/${mib(s.memory.heapTotal)}, external ${mib(s.memory.external)})  ${closed}`);
   }
 } finally {
+  clearInterval(probes);
+  ws.close();
   await generator.stop();
   await stack.stop();
 }

@@ -5,7 +5,7 @@ import type { WindowPartial } from "../actors/router.js";
 import type { MetricRule } from "../actors/rules.js";
 import { storedWindowTimes, windowActorKind, type WindowActorEnv, type WindowMessage } from "../actors/window-actor.js";
 import type { EncodedResult, WindowResult } from "../actors/window-result.js";
-import { WindowShard, type ShardState } from "../actors/window-shard.js";
+import { WindowShard, type PartitionMark, type ShardState } from "../actors/window-shard.js";
 import { ActorSystem, type ActorCut } from "../runtime/actor-system.js";
 import type { StateStore } from "../runtime/state-store.js";
 import { foldedAudit } from "./audit.js";
@@ -23,6 +23,9 @@ export interface HostedShardSettings {
   maxBatch: number;
   /** Compact the shard's state log once it holds this many bytes of changes since its last snapshot. */
   compactAfterBytes: number;
+  /** Windows fired per slice of a close, and what a close waits for between slices (tests; `WindowShardOptions`). */
+  fireSlice?: number;
+  firePause?: () => Promise<void>;
 }
 
 /** Where a shard's results go. */
@@ -95,6 +98,13 @@ export class HostedShard {
   private incarnation = 0;
   /** Deliveries and cuts take turns: a cut must fall between two mailbox messages. */
   private turn: Promise<unknown> = Promise.resolve();
+  /**
+   * The closes marks messages started (`WindowShard.markAll` firing their due windows in slices,
+   * one after the other), the last one's, while they run: later partials wait for them unless
+   * they may go ahead (`overtakesClose`), and no cut falls inside them. It never rejects (a
+   * failure fails the shard).
+   */
+  private closing?: Promise<void>;
   /** Final and corrected results emitted and not yet handed to the sink: they go in batches (`flushFinals`). */
   private finals: (WindowResult | EncodedResult)[] = [];
   private finalsFlush?: NodeJS.Immediate;
@@ -176,6 +186,7 @@ export class HostedShard {
   /** Lost to a newer owner: drop everything not checkpointed, write nothing more. */
   async abandon(): Promise<void> {
     await this.consumer?.stop();
+    await this.closing;
     this.incarnation++;
     this.dropFinals();
     // Its RocksDB write must be over before anyone reads this shard's local state again.
@@ -186,8 +197,10 @@ export class HostedShard {
   /** Rebuild from the last checkpoint; returns the mailbox sequence to resume at. */
   private async recover(): Promise<number> {
     this.incarnation++;
-    // A checkpoint the failed incarnation still writes lands (or fails) before anything is read.
+    // A checkpoint the failed incarnation still writes lands (or fails) before anything is read,
+    // and its close ends before its actors go.
     await this.inflight;
+    await this.closing;
     this.failure = undefined;
     this.actors.reset();
     this.dropFinals();
@@ -223,20 +236,38 @@ export class HostedShard {
         if (m.seq <= this.position) continue;
         const message = decodeMailbox(m.data);
         if (message.type !== "marks" && this.deps.observe) this.observe(message.partials);
+        // Only partials of windows a close under way does not touch may go ahead of it (marks queue behind it).
+        if (this.closing && message.type !== "marks" && !this.window.overtakesClose(message.partials)) {
+          await this.closing;
+          if (this.failure) throw this.failure;
+        }
         if (message.type === "partials") this.window.applyBatch(message.origin ?? String(message.partition), message.last, message.partials);
         else if (message.type === "forwarded") this.window.applyForwarded(message.partials);
-        // Waits while rollup windows fire level by level: nothing after this mark may overtake it.
-        else {
-          for (const [partition, mark] of message.marks) await this.window.mark(partition, mark);
-          this.window.tick();
-        }
+        else this.close(message.marks);
         this.position = m.seq;
         this.unacked = m;
       }
       if (this.outboxFailure) throw this.outboxFailure;
-      // One in flight at a time: while it is, the next cut waits for a later batch.
-      if (!this.inflight && Date.now() - this.lastCheckpointAt >= this.settings.checkpointIntervalMs) await this.cut();
+      // One in flight at a time: while it is, or while a close runs, the next cut waits for a later batch.
+      if (!this.inflight && !this.closing && Date.now() - this.lastCheckpointAt >= this.settings.checkpointIntervalMs) await this.cut();
     });
+  }
+
+  /**
+   * Fires the windows `marks` make due, in slices, after those of earlier marks, while later
+   * messages that may overtake it are applied (`deliver`): a minute closing a million windows
+   * takes seconds of work, and the next minute's provisional results need not wait for it.
+   * Sub-actors tick once it is done.
+   */
+  private close(marks: Iterable<readonly [number, PartitionMark]>): void {
+    const incarnation = this.incarnation;
+    const closing: Promise<void> = this.window
+      .markAll(marks, true)
+      .catch((e) => this.failed(e, incarnation))
+      .finally(() => {
+        if (this.closing === closing) this.closing = undefined;
+      });
+    this.closing = closing;
   }
 
   /** A checkpoint now, after the one in flight, and written when this returns (graceful stop, tests). */
@@ -266,6 +297,7 @@ export class HostedShard {
   private async cut(): Promise<void> {
     const writer = this.writer;
     if (!writer || this.inflight) return;
+    while (this.closing) await this.closing;
     while (this.actors.pendingCount > 0) await this.actors.idle();
     // The finals emitted up to here belong to this cut: handed over now, so it waits for them.
     this.flushFinals();
@@ -361,6 +393,8 @@ export class HostedShard {
         emitEncoded: (result) => this.emitEncoded(result),
         encodedStamp: `,"shard":${this.id},"epoch":${this.epoch}`,
       },
+      fireSlice: this.settings.fireSlice,
+      pause: this.settings.firePause,
     });
   }
 

@@ -7,7 +7,7 @@ import { addValue, emptyAgg } from "../actors/aggregates.js";
 import type { WindowPartial } from "../actors/router.js";
 import { parseRules } from "../actors/rules.js";
 import type { WindowResult } from "../actors/window-result.js";
-import { HostedShard } from "../node/hosted-shard.js";
+import { HostedShard, type HostedShardSettings } from "../node/hosted-shard.js";
 import { encodeMailbox } from "../node/mailbox-codec.js";
 import { ShardStateLog, type ShardStateWriter, type StateChanges } from "../node/shard-state-log.js";
 import { ensureStreams, streams, subjects } from "../node/streams.js";
@@ -103,13 +103,37 @@ async function publishBatch(key: string, last: number, events: number): Promise<
   return (await js.publish(subjects.mailbox(shardOfKey(key, shardCount)), body)).seq;
 }
 
+/** `promise`, or a failure naming `what` after 10 s: a regression fails the test rather than hanging it. */
+function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer!: NodeJS.Timeout;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), 10_000)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** Router batch `last` of partition 0: `events` events in each window of `keys` (each of minute `start`). */
+async function publishPartials(last: number, start: number, windows: [key: string, events: number][]): Promise<void> {
+  const partials = windows.map(([key, events]): WindowPartial => {
+    const agg = emptyAgg();
+    for (let i = 0; i < events; i++) addValue(agg, 1);
+    return { metric: "m", window: "1m", start, end: start + 60_000, dims: {}, key, agg };
+  });
+  await js.publish(subjects.mailbox(shardOfKey(windows[0]![0], shardCount)), encodeMailbox({ type: "partials", partition: 0, first: last, last, partials }));
+}
+
 async function ackFloor(shard: HostedShard): Promise<number> {
   return (await jsm.consumers.info(streams.mailbox, shard.consumerName)).ack_floor.stream_seq;
 }
 
 const metaPosition = (changes: StateChanges) => (JSON.parse(Buffer.from(changes.meta).toString()) as { position: number }).position;
 
-function hostShard(key: string, stateLog: ShardStateLog, store: RocksStateStore, results: WindowResult[], logs: string[] = []) {
+function hostShard(
+  key: string,
+  stateLog: ShardStateLog,
+  store: RocksStateStore,
+  results: WindowResult[],
+  logs: string[] = [],
+  more: { settings?: Partial<HostedShardSettings>; observe?: (key: string) => void } = {},
+) {
   const waiting: { count: number; resolve(): void }[] = [];
   const shard = new HostedShard(
     shardOfKey(key, shardCount),
@@ -135,9 +159,10 @@ function hostShard(key: string, stateLog: ShardStateLog, store: RocksStateStore,
         },
       },
       onFenced: () => assert.fail("not fenced"),
+      observe: more.observe,
       log: (message) => logs.push(message),
     },
-    { emitIntervalMs: 0, actorIdleMs: 60_000, checkpointIntervalMs: 0, maxBatch: 1, compactAfterBytes: 1 << 30 },
+    { emitIntervalMs: 0, actorIdleMs: 60_000, checkpointIntervalMs: 0, maxBatch: 1, compactAfterBytes: 1 << 30, ...more.settings },
   );
   /** Resolves once a provisional result counts `count` events: the mailbox up to there was applied. */
   const counted = (count: number) => {
@@ -230,6 +255,68 @@ test("a failed background checkpoint fails the shard, which recovers from the la
     await shard.stop();
     const local = JSON.parse(Buffer.from((await store.get(`shard/${shard.id}/meta`))!).toString()) as { position: number };
     assert.equal(local.position, seq1 + 1);
+  } finally {
+    await store.close();
+    dir.remove();
+  }
+});
+
+test("a close under way lets the next minute's partials go ahead of it, and holds back those of the windows it fires", async () => {
+  const dir = tempDir();
+  const store = await RocksStateStore.open(dir.path);
+  const stateLog = new GatedStateLog(js, jsm);
+  stateLog.openGate();
+  // Three windows of one minute in one shard (a shard of its own among the tests'), and the next minute of one of them.
+  const home = shardOfKey(windowKey("close-0"), shardCount);
+  const due = Array.from({ length: 200 }, (_, i) => windowKey(`close-${i}`)).filter((k) => shardOfKey(k, shardCount) === home).slice(0, 3);
+  assert.equal(due.length, 3);
+  const nextKey = actorKey("m", "1m", t0 + 60_000, JSON.stringify(["close-0"]));
+  // The close fires one window per slice and waits in its first pause until the test lets it go on.
+  const paused = signal();
+  const resume = signal();
+  let pauses = 0;
+  const firePause = () => {
+    if (pauses++ > 0) return Promise.resolve();
+    paused.resolve();
+    return resume.promise;
+  };
+  const seen = new Map<string, () => void>();
+  const observed = (key: string) => new Promise<void>((resolve) => seen.set(key, resolve));
+  const results: WindowResult[] = [];
+  const { shard, counted } = hostShard(due[0]!, stateLog, store, results, [], {
+    settings: { fireSlice: 1, firePause },
+    observe: (key) => seen.get(key)?.(),
+  });
+  assert.notEqual(home, shardOfKey(windowKey("a"), shardCount));
+  assert.notEqual(home, shardOfKey(windowKey("b"), shardCount));
+  const finalsOf = (key: string) => results.filter((r) => r.key === key && r.status !== "provisional").map((r) => [r.revision, r.eventCount]);
+  try {
+    await shard.start();
+    await publishPartials(1, t0, due.map((key) => [key, 2]));
+    await counted(2);
+    // The minute closes at its end + lateness.
+    await js.publish(subjects.mailbox(home), encodeMailbox({ type: "marks", marks: [[0, { watermark: t0 + 60_000 + rule!.latenessMs, idle: false }]] }));
+    await within(paused.promise, "the close's first pause");
+
+    // The next minute's events are counted while the close waits: they need not wait for it, nor
+    // for the next watermark message (which waits its turn behind the close).
+    await js.publish(subjects.mailbox(home), encodeMailbox({ type: "marks", marks: [[0, { watermark: t0 + 61_000 + rule!.latenessMs, idle: false }]] }));
+    await publishPartials(2, t0 + 60_000, [[nextKey, 5]]);
+    await counted(5);
+    assert.ok(due.some((key) => finalsOf(key).length === 0), "the close is not over");
+
+    // A late event of a window the close has yet to fire waits for it (and so does everything after it):
+    // it corrects the window's final, as it would had the close taken no time.
+    const lateSeen = observed(due[2]!);
+    await publishPartials(3, t0, [[due[2]!, 7]]);
+    await publishPartials(4, t0 + 60_000, [[nextKey, 1]]);
+    await within(lateSeen, "the late batch delivered");
+    resume.resolve();
+    await eventually(() => (results.some((r) => r.key === nextKey && r.eventCount === 6) ? true : undefined), 10_000, "the next minute's later events");
+    await eventually(() => (finalsOf(due[2]!).length === 2 ? true : undefined), 10_000, "the correction");
+    for (const key of due.slice(0, 2)) assert.deepEqual(finalsOf(key), [[1, 2]]);
+    assert.deepEqual(finalsOf(due[2]!), [[1, 2], [2, 9]]);
+    await shard.stop();
   } finally {
     await store.close();
     dir.remove();
