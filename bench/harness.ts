@@ -50,34 +50,29 @@ export function cpuSeconds(pid: number | undefined): number {
   }
 }
 
-/** Peak resident set size (VmHWM) in bytes. */
-export function peakRss(pid: number | undefined): number {
+/** A size field (in kB) of `/proc/<pid>/status`, in bytes; 0 once the process is gone. */
+function procStatusBytes(pid: number | undefined, field: string): number {
   try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
     return m ? Number(m[1]) * 1024 : 0;
   } catch {
     return 0;
   }
+}
+
+/** Peak resident set size (VmHWM) in bytes. */
+export function peakRss(pid: number | undefined): number {
+  return procStatusBytes(pid, "VmHWM");
+}
+
+/** The anonymous part of a process's resident memory (its heap and allocators' memory, not mapped files). */
+export function rssAnon(pid: number | undefined): number {
+  return procStatusBytes(pid, "RssAnon");
 }
 
 /** Current resident set size (VmRSS) in bytes. */
-/** The anonymous part of a process's resident memory (its heap and allocators' memory, not mapped files). */
-export function rssAnon(pid: number | undefined): number {
-  try {
-    const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
 export function rss(pid: number | undefined): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
+  return procStatusBytes(pid, "VmRSS");
 }
 
 // ---- statistics -----------------------------------------------------------------------------
