@@ -13,8 +13,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TelemetryEvent } from "../actors/event.js";
-import { Router } from "../actors/router.js";
 import { parseRules } from "../actors/rules.js";
 import type { WindowResult } from "../actors/window-result.js";
 import type { WindowShard } from "../actors/window-shard.js";
@@ -28,6 +26,7 @@ import { ChunkPacker } from "../node/shard-state-records.js";
 import type { ShardStateLog } from "../node/shard-state-log.js";
 import { subjects } from "../node/streams.js";
 import { RocksStateStore } from "../runtime/state-store.js";
+import { openDeviceWindows } from "./device-windows.js";
 
 const windows = Number(process.argv[2] ?? 200_000);
 const rounds = Number(process.argv[3] ?? 3);
@@ -87,16 +86,8 @@ async function round(): Promise<Round> {
     { emitIntervalMs: 250, actorIdleMs: 60_000, checkpointIntervalMs: 1_000, maxBatch: 1_000, compactAfterBytes: 64 * 2 ** 20 },
   );
   const shard = (hosted as unknown as { window: WindowShard }).window;
-  const router = new Router([rule!], 1);
   const start = Math.floor(Date.now() / 60_000) * 60_000 - 10 * 60_000;
-  for (let from = 0; from < windows; from += 10_000) {
-    const events: TelemetryEvent[] = [];
-    for (let i = from; i < Math.min(windows, from + 10_000); i++) {
-      const device = `dev-${String(i).padStart(7, "0")}`;
-      events.push({ id: device, ts: start + 1_000, source: device, kind: "status", tags: { device }, values: {} });
-    }
-    shard.applyBatch("0", from + events.length, router.route(events).byShard.get(0) ?? []);
-  }
+  openDeviceWindows(shard, rule!, windows, start);
   // The rows' open states checkpointed, as a node's cuts would have by the close.
   await hosted.actors.cut().write();
   if (shard.activeWindows !== windows) throw new Error(`${shard.activeWindows} open windows, not ${windows}`);

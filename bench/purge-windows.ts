@@ -8,13 +8,12 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TelemetryEvent } from "../actors/event.js";
-import { Router } from "../actors/router.js";
 import { parseRules } from "../actors/rules.js";
 import { windowActorKind, type WindowMessage } from "../actors/window-actor.js";
 import { purgeMarginMs, WindowShard } from "../actors/window-shard.js";
 import { ActorSystem } from "../runtime/actor-system.js";
 import { RocksStateStore } from "../runtime/state-store.js";
+import { openDeviceWindows } from "./device-windows.js";
 
 const windows = Number(process.argv[2] ?? 200_000);
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -49,16 +48,8 @@ async function run(purgeByMessage: boolean): Promise<Run> {
   const actors = new ActorSystem<WindowMessage>(windowActorKind(env), counted, { idleMs: 60_000, prefix: "shard/0/actor/" });
   // As a node hosts them: open windows in the shard's table, final ones handed to the actor system passivated.
   const shard = new WindowShard(0, actors, () => rule!, { table: env, purgeByMessage });
-  const router = new Router([rule!], 1);
   const start = Math.floor(Date.now() / 60_000) * 60_000;
-  for (let from = 0; from < windows; from += 10_000) {
-    const events: TelemetryEvent[] = [];
-    for (let i = from; i < Math.min(windows, from + 10_000); i++) {
-      const device = `dev-${String(i).padStart(7, "0")}`;
-      events.push({ id: device, ts: start + 1_000, source: device, kind: "status", tags: { device }, values: {} });
-    }
-    shard.applyBatch("0", from + events.length, router.route(events).byShard.get(0) ?? []);
-  }
+  openDeviceWindows(shard, rule!, windows, start);
   // Final: each window's state waits passivated for the checkpoint, which writes it.
   const closed = start + 60_000 + rule!.latenessMs;
   await shard.mark(0, { watermark: closed, idle: false });
