@@ -37,13 +37,16 @@ export interface ActorCut {
  * One live actor. It is also the context its actor is given: one object per activation, with its
  * methods on the prototype, because an active window costs what its activation costs (README,
  * "Memory") and a million of them must fit in well under a GiB. So no closures per activation, no
- * queue or timer map until one is needed, and no idle timer (the system sweeps idle ones).
+ * queue of its own (the system's inbox holds every actor's messages), no timer map until one is
+ * needed, and no idle timer (the system sweeps idle ones).
  */
 class Activation<M> implements ActorContext<M> {
+  /** Undefined while its state is being read (`loading`), or if that read failed (its messages are dropped). */
   actor?: Actor<M>;
-  /** Messages not yet processed; undefined when there are none (most of the time). */
-  queue?: M[];
-  running = false;
+  /** The read of its stored state, started on its first message: its messages wait for it. */
+  loading?: Promise<void>;
+  /** Its messages in the system's inbox, not yet processed. */
+  queued = 0;
   /** Changed since its state was last checkpointed. */
   dirty = false;
   passivateRequested = false;
@@ -113,6 +116,15 @@ export class ActorSystem<M> {
   private readonly onError: (key: string, error: unknown) => void;
   readonly prefix: string;
   private pending = 0;
+  /**
+   * Every message not yet processed, in the order sent, as (activation, message) pairs from
+   * `head` on: one queue for all actors, so the system processes its messages strictly in send
+   * order (see `deliver`).
+   */
+  private inbox: unknown[] = [];
+  private head = 0;
+  /** `deliver` is under way (maybe waiting for a state read): a send only queues. */
+  private delivering = false;
   private drained: (() => void)[] = [];
   private generation = 0;
   /** Passivates idle activations, every quarter of `idleMs`; runs while there are any. */
@@ -145,11 +157,12 @@ export class ActorSystem<M> {
     let activation = this.activations.get(key);
     if (!activation) {
       activation = this.activate(key);
-      if (fresh && !this.unsaved.has(key) && !this.saving?.has(key)) activation.actor = this.kind.create(key, undefined);
+      this.load(activation, fresh);
     }
-    (activation.queue ??= []).push(message);
+    activation.queued++;
     this.pending++;
-    if (!activation.running) void this.drain(activation);
+    this.inbox.push(activation, message);
+    if (!this.delivering) void this.deliver();
   }
 
   /**
@@ -289,6 +302,9 @@ export class ActorSystem<M> {
     this.stopSweeper();
     this.unsaved.clear();
     this.saving = undefined;
+    this.inbox = [];
+    this.head = 0;
+    this.delivering = false;
     this.pending = 0;
     for (const resolve of this.drained.splice(0)) resolve();
   }
@@ -317,50 +333,94 @@ export class ActorSystem<M> {
     return activation;
   }
 
-  private async drain(activation: Activation<M>): Promise<void> {
+  /**
+   * A new activation's actor: empty when `fresh`, from an unsaved or cut state at once, or from
+   * the store, read in the background (its messages wait in the inbox meanwhile).
+   */
+  private load(activation: Activation<M>, fresh: boolean): void {
+    const key = activation.key;
+    if (this.unsaved.has(key)) return this.create(activation, this.unsaved.get(key) ?? undefined);
+    if (this.saving?.has(key)) return this.create(activation, this.saving.get(key) ?? undefined);
+    if (fresh) return this.create(activation, undefined);
     const generation = this.generation;
-    activation.running = true;
-    let processed = 0;
+    activation.loading = this.store.get(this.prefix + key).then(
+      (state) => {
+        activation.loading = undefined;
+        if (generation === this.generation) this.create(activation, state);
+      },
+      (e) => {
+        activation.loading = undefined;
+        if (generation === this.generation) this.fail(activation, e);
+      },
+    );
+  }
+
+  private create(activation: Activation<M>, state: Uint8Array | undefined): void {
     try {
-      if (!activation.actor) {
-        const state = this.unsaved.has(activation.key)
-          ? (this.unsaved.get(activation.key) ?? undefined)
-          : this.saving?.has(activation.key)
-            ? (this.saving.get(activation.key) ?? undefined)
-            : await this.store.get(this.prefix + activation.key);
+      activation.actor = this.kind.create(activation.key, state);
+    } catch (e) {
+      this.fail(activation, e);
+    }
+  }
+
+  /** Its state could not be read: reported, and its messages are dropped; a later send starts afresh. */
+  private fail(activation: Activation<M>, e: unknown): void {
+    this.onError(activation.key, e);
+    if (this.activations.get(activation.key) === activation) this.activations.delete(activation.key);
+  }
+
+  /**
+   * Processes the inbox in send order, one message at a time: a message whose actor still waits
+   * for its stored state holds up every later one, to any actor. Why: an actor's effects on
+   * other actors (a window's hand-ups to its rollup window) must arrive in an order fixed by the
+   * mailbox, not by which actors happened to be in memory, so that a replay after a crash
+   * re-emits exactly the same revisions (README, "Exactly once"). The reads themselves overlap:
+   * each starts on its actor's first message. Synchronous while nothing needs waiting for, so a
+   * send to an actor in memory is processed before `send` returns (and messages it sends, after
+   * it, in order).
+   */
+  private async deliver(): Promise<void> {
+    const generation = this.generation;
+    this.delivering = true;
+    while (this.head < this.inbox.length) {
+      const activation = this.inbox[this.head] as Activation<M>;
+      if (activation.loading) {
+        await activation.loading;
         if (generation !== this.generation) return;
-        activation.actor = this.kind.create(activation.key, state);
+        continue;
       }
-      while (activation.queue && generation === this.generation) {
-        const message = activation.queue.shift()!;
-        if (activation.queue.length === 0) activation.queue = undefined;
-        processed++;
+      const message = this.inbox[this.head + 1] as M;
+      this.inbox[this.head] = this.inbox[this.head + 1] = undefined;
+      this.head += 2;
+      // A long busy spell (reads keep it from ever running dry) must not keep what it consumed.
+      if (this.head >= 8192 && this.head * 2 >= this.inbox.length) {
+        this.inbox = this.inbox.slice(this.head);
+        this.head = 0;
+      }
+      activation.queued--;
+      if (activation.actor) {
         try {
           const done = activation.actor.receive(message, activation);
           if (done) await done;
         } catch (e) {
           this.onError(activation.key, e);
         }
+        if (generation !== this.generation) return;
         activation.dirty = true;
+        if (activation.queued === 0) {
+          if (activation.passivateRequested) this.passivate(activation);
+          else this.wentIdle(activation);
+        }
       }
-      activation.running = false;
-      if (generation !== this.generation) return;
-      if (activation.passivateRequested) this.passivate(activation);
-      else this.wentIdle(activation);
-    } catch (e) {
-      // The state could not be read: report it and drop what was queued.
-      this.onError(activation.key, e);
-      processed += activation.queue?.length ?? 0;
-      activation.queue = undefined;
-      activation.running = false;
-      if (this.activations.get(activation.key) === activation) this.activations.delete(activation.key);
-    } finally {
-      if (generation === this.generation) this.settle(processed);
+      this.settle(1);
     }
+    this.inbox.length = 0;
+    this.head = 0;
+    this.delivering = false;
   }
 
   private passivate(activation: Activation<M>): void {
-    if (activation.running || this.activations.get(activation.key) !== activation) return;
+    if (activation.queued > 0 || this.activations.get(activation.key) !== activation) return;
     this.activations.delete(activation.key);
     activation.clearTimers();
     if (activation.dirty && activation.actor) this.unsaved.set(activation.key, activation.actor.snapshot() ?? null);
@@ -385,7 +445,7 @@ export class ActorSystem<M> {
     for (const activation of this.activations.values()) {
       if (this.ticks - activation.idleSince <= this.idleTicks) break;
       // One still working (or with messages waiting) is moved to the end when it finishes.
-      if (!activation.running && !activation.queue) this.passivate(activation);
+      if (activation.queued === 0) this.passivate(activation);
     }
     if (this.activations.size === 0) this.stopSweeper();
   }

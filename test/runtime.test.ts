@@ -19,12 +19,15 @@ class Counter implements Actor<Msg> {
   static activations = 0;
   private busy = false;
   ticks = 0;
+  /** The `n` of every add and relay, in the order taken. */
+  readonly seen: number[] = [];
   constructor(public total: number) {
     Counter.activations++;
   }
   async receive(msg: Msg, ctx: ActorContext<Msg>) {
     if (this.busy) Counter.overlaps++;
     this.busy = true;
+    if (msg.type === "add" || msg.type === "relay") this.seen.push(msg.n);
     if (msg.type === "add") {
       if (msg.slow) await new Promise((r) => setImmediate(r));
       this.total += msg.n;
@@ -75,6 +78,24 @@ test("an actor is activated on its first message and takes one message at a time
     assert.equal(kind.live.get("b")!.total, 5);
     assert.equal(system.activeCount, 2);
     assert.equal(Counter.overlaps, 0);
+    await system.stop();
+  }));
+
+test("messages are processed in send order across actors: one waiting for its stored state holds up later ones, so what they send on arrives in that order", () =>
+  withStore(async (store) => {
+    const system = new ActorSystem(kind, store);
+    system.send("x", { type: "add", n: 1 });
+    system.send("x", { type: "done" });
+    system.send("y", { type: "add", n: 1 });
+    await system.checkpoint(); // x passivated, its state now only in the store; y still in memory
+    assert.equal(system.activeCount, 1);
+    system.send("x", { type: "relay", n: 10, to: ["r"] }); // x must read its state first
+    system.send("y", { type: "relay", n: 20, to: ["r"] });
+    system.send("r", { type: "add", n: 30 });
+    await system.idle();
+    // x's relay to r was sent once x had its state: after the add sent directly.
+    assert.deepEqual(kind.live.get("r")!.seen, [30, 10, 20]);
+    assert.equal(kind.live.get("x")!.total, 11);
     await system.stop();
   }));
 
