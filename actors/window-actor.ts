@@ -30,8 +30,8 @@ export interface WindowActorEnv {
   rule(metric: string): MetricRule | undefined;
   emit(result: WindowResult): void;
   /**
-   * A final result of a window table's row, as its JSON (`EncodedResult`); without it, rows
-   * emit their finals through `emit` as actors do.
+   * A result of a window table's row (provisional or final), as its JSON (`EncodedResult`);
+   * without it, rows emit their results through `emit` as actors do.
    */
   emitEncoded?(result: EncodedResult): void;
   /** JSON fields an encoded final ends with (`,"shard":3,"epoch":7`: the host's stamp, as `emit` stamps a result). */

@@ -33,17 +33,18 @@ export interface WindowResult extends WindowIdentity {
 }
 
 /**
- * A final result as its JSON text, written straight from a window table's row (README, "Many
- * windows": at a minute's close, a result object, its dims and values objects and their
- * stringifying per window were a large part of the node's work). `json` is exactly what
- * `JSON.stringify` gives for the same `WindowResult` (its `shard` and `epoch` from the
- * environment's `encodedStamp`); the other fields are what sinks route it by.
+ * A result as its JSON text, written straight from a window table's row (README, "Many
+ * windows": at a minute's close, and for every provisional result of a new window when a
+ * million open a minute, a result object, its dims and values objects and their stringifying
+ * per window were a large part of the node's work). `json` is exactly what `JSON.stringify`
+ * gives for the same `WindowResult` (its `shard` and `epoch` from the environment's
+ * `encodedStamp`); the other fields are what sinks route it by.
  */
 export interface EncodedResult {
   key: string;
   metric: string;
   window: string;
-  status: "final" | "corrected";
+  status: ResultStatus;
   revision: number;
   json: string;
 }

@@ -24,9 +24,9 @@ interface Series {
   dimsName?: string;
   /** A snapshot's JSON tail up to its dims. */
   tailPrefix: string;
-  /** A final result's JSON from its metric to its start (`encodedFinal`). */
+  /** A result's JSON from its metric to its start (`encoded`). */
   resultPrefix: string;
-  /** The last start written (`encodedFinal`), and its text: `start,"end":end`. */
+  /** The last start written (`encoded`), and its text: `start,"end":end`. */
   spanOf?: number;
   spanJson?: string;
 }
@@ -80,7 +80,7 @@ export class WindowTable {
   private flags = new Uint8Array(0);
   private readonly free: number[] = [];
   private readonly emits = new Map<number, { rows: number[]; timer: NodeJS.Timeout }>();
-  /** The last watermark written in a final (`encodedFinal`), and its text. */
+  /** The last watermark written in a result (`encoded`), and its text. */
   private watermarkOf = NaN;
   private watermarkJson = "null";
 
@@ -369,18 +369,18 @@ export class WindowTable {
     const count = n[at + Col.count]!;
     if (count === 0 && status === "provisional") return;
     n[at + Col.lastEmitAt] = this.env.now();
-    if (status === "final" && this.env.emitEncoded) return this.env.emitEncoded(this.encodedFinal(row, lateCount));
+    if (this.env.emitEncoded) return this.env.emitEncoded(this.encoded(row, status, revision, lateCount));
     this.env.emit(this.result(row, status, revision, lateCount));
   }
 
   /**
-   * A row's final result as the JSON `JSON.stringify` would give for `result(row, "final", 1, …)`,
-   * put together from strings its series and key already hold, with no result, dims or values
-   * object per window (as `snapshot` does for its tail). Same fields, same order; a number that
-   * is not finite is `null`, as JSON.stringify writes it. `test/window-table.test.ts` checks the
-   * text against the actors' results.
+   * A row's result as the JSON `JSON.stringify` would give for `result(row, status, …)`, put
+   * together from strings its series and key already hold, with no result, dims or values object
+   * per window (as `snapshot` does for its tail). Same fields, same order; a number that is not
+   * finite is `null`, as JSON.stringify writes it. `test/window-table.test.ts` checks the text
+   * against the actors' results.
    */
-  private encodedFinal(row: number, lateCount: number): EncodedResult {
+  private encoded(row: number, status: "provisional" | "final", revision: number, lateCount: number): EncodedResult {
     const n = this.nums;
     const at = row * stride;
     const series = this.series[this.seriesOf[row]!]!;
@@ -391,8 +391,9 @@ export class WindowTable {
     const odd = this.oddDims.get(row);
     const dims = odd ? JSON.stringify(odd) : dimsJson(series, key);
     const values = JSON.stringify(resultValues(this.aggOf(row), undefined, this.env.rule(metric)?.aggregates ?? ["count"], sizeMs));
-    // A close fires its rows with one start and one watermark: their texts are made once (a
-    // millisecond time is a double, and writing one out cost as much as the rest of the row).
+    // A close fires its rows with one start and one watermark, and new windows mostly share them
+    // too: their texts are made once (a millisecond time is a double, and writing one out cost as
+    // much as the rest of the row).
     if (series.spanOf !== start) {
       series.spanOf = start;
       series.spanJson = `${jsonNumber(start)},"end":${jsonNumber(start + sizeMs)}`;
@@ -403,9 +404,9 @@ export class WindowTable {
       this.watermarkJson = jsonNumber(watermark);
     }
     const json =
-      `{"key":${JSON.stringify(key)}${series.resultPrefix}${series.spanJson},"dims":${dims},"status":"final","revision":1` +
+      `{"key":${JSON.stringify(key)}${series.resultPrefix}${series.spanJson},"dims":${dims},"status":"${status}","revision":${revision}` +
       `,"eventCount":${jsonNumber(count)},"lateCount":${jsonNumber(lateCount)},"watermark":${this.watermarkJson},"values":${values}${this.env.encodedStamp ?? ""}}`;
-    return { key, metric, window, status: "final", revision: 1, json };
+    return { key, metric, window, status, revision, json };
   }
 
   private result(row: number, status: "provisional" | "final", revision: number, lateCount = 0): WindowResult {

@@ -425,9 +425,13 @@ export class HostedShard {
     this.finalsFlush ??= setImmediate(() => this.flushFinals());
   }
 
-  /** A row's final as its JSON (`WindowTable`), stamped with this shard and epoch already (`encodedStamp`). */
+  /**
+   * A row's result as its JSON (`WindowTable`), stamped with this shard and epoch already
+   * (`encodedStamp`). A provisional one is held: the table answers queries for its row.
+   */
   private emitEncoded(result: EncodedResult): void {
-    this.deps.sink.emitted(result);
+    this.deps.sink.emitted(result, result.status === "provisional");
+    if (result.status === "provisional") return;
     this.finals.push(result);
     this.finalsFlush ??= setImmediate(() => this.flushFinals());
   }

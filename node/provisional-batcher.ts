@@ -1,4 +1,4 @@
-import type { WindowResult } from "../actors/window-result.js";
+import type { EncodedResult, WindowResult } from "../actors/window-result.js";
 
 export interface ProvisionalBatcherOptions {
   /** How long a provisional result may wait for others to share its message (ms). */
@@ -22,8 +22,11 @@ export interface ProvisionalBatcherOptions {
  * subscriber never sees a provisional result of a window after its final one from this node.
  */
 export class ProvisionalBatcher {
-  /** Per subject, the waiting results by window key (insertion order: the order they were emitted). */
-  private readonly pending = new Map<string, Map<string, WindowResult>>();
+  /**
+   * Per subject, the waiting results by window key (insertion order: the order they were
+   * emitted); a row's comes as its JSON already (`EncodedResult`).
+   */
+  private readonly pending = new Map<string, Map<string, WindowResult | EncodedResult>>();
   private timer?: NodeJS.Timeout;
   private count = 0;
   /** Messages and results sent so far (status, tests). */
@@ -32,7 +35,7 @@ export class ProvisionalBatcher {
 
   constructor(private readonly options: ProvisionalBatcherOptions) {}
 
-  add(result: WindowResult): void {
+  add(result: WindowResult | EncodedResult): void {
     const subject = this.options.subjectOf(result);
     let waiting = this.pending.get(subject);
     if (!waiting) this.pending.set(subject, (waiting = new Map()));
@@ -69,7 +72,7 @@ export class ProvisionalBatcher {
     for (const [subject, waiting] of pending) {
       let body = "";
       for (const result of waiting.values()) {
-        const json = JSON.stringify(result);
+        const json = "json" in result ? result.json : JSON.stringify(result);
         if (body.length > 0 && body.length + json.length + 2 > this.options.maxBytes) {
           this.send(subject, body);
           body = "";

@@ -162,7 +162,8 @@ export class TallyNode {
   private provisional!: ProvisionalBatcher;
   private readonly tracked: SupervisedConsumer[] = [];
   private strays?: SupervisedConsumer;
-  private readonly listeners = new Set<ResultListener>();
+  /** Result listeners, with the one metric each listens to (undefined: all). */
+  private readonly listeners = new Map<ResultListener, string | undefined>();
   private watermarkTimer?: NodeJS.Timeout;
   private hotKeys?: HotKeyJudge;
   private retentionTimer?: NodeJS.Timeout;
@@ -341,8 +342,12 @@ export class TallyNode {
     return this.results.query(q);
   }
 
-  onResult(listener: ResultListener): () => void {
-    this.listeners.add(listener);
+  /**
+   * Every result this node stores or emits (of `metric` only, if given: a row's provisional
+   * results then need no object made for others' metrics, see `emitted`).
+   */
+  onResult(listener: ResultListener, metric?: string): () => void {
+    this.listeners.set(listener, metric);
     return () => this.listeners.delete(listener);
   }
 
@@ -531,8 +536,11 @@ export class TallyNode {
    */
   private emitted(result: WindowResult | EncodedResult, held = false): void {
     if (result.status !== "provisional") return this.provisional.supersede(result);
-    // A row of a shard's table answers queries itself: the view keeps no copy (README, "Memory").
-    if (held || this.live.offer(result)) this.notify(result);
+    // A row's, as its JSON (held: a row of a shard's table answers queries itself, the view keeps
+    // no copy, README "Memory"): parsed only for a listener of its metric.
+    if ("json" in result) {
+      if (this.heard(result.metric)) this.notify(JSON.parse(result.json) as WindowResult);
+    } else if (held || this.live.offer(result)) this.notify(result);
     this.provisional.add(result);
   }
 
@@ -589,7 +597,13 @@ export class TallyNode {
   }
 
   private notify(result: WindowResult): void {
-    for (const listener of this.listeners) listener(result);
+    for (const [listener, metric] of this.listeners) if (metric === undefined || metric === result.metric) listener(result);
+  }
+
+  /** Whether a listener wants results of `metric`. */
+  private heard(metric: string): boolean {
+    for (const wanted of this.listeners.values()) if (wanted === undefined || wanted === metric) return true;
+    return false;
   }
 
   /**

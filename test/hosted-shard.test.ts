@@ -146,8 +146,10 @@ function hostShard(
       shardCount,
       ruleOf: () => rule,
       sink: {
-        emitted: (result) => {
-          if (result.status !== "provisional") return;
+        emitted: (emitted) => {
+          if (emitted.status !== "provisional") return;
+          // A row's provisional result comes as its JSON too.
+          const result = "json" in emitted ? (JSON.parse(emitted.json) as WindowResult) : emitted;
           results.push(result);
           for (const w of waiting.filter((w) => result.eventCount >= w.count)) w.resolve();
         },
