@@ -40,6 +40,42 @@ export class EventTimeTimers {
   }
 }
 
+/**
+ * `EventTimeTimers` for keys registered once each (a caller that knows a key is new): a list per
+ * time, not a set. Why: a window table's rows register their close once, and a million rows
+ * open a minute; a set entry cost ~40 bytes a row, a list slot 8.
+ */
+export class EventTimeList {
+  private readonly byTime = new Map<number, string[]>();
+  private times: number[] = [];
+  private count = 0;
+
+  add(time: number, key: string): void {
+    let keys = this.byTime.get(time);
+    if (!keys) {
+      keys = [];
+      this.byTime.set(time, keys);
+      this.times.splice(sortedIndex(this.times, time), 0, time);
+    }
+    keys.push(key);
+    this.count++;
+  }
+
+  *due(watermark: number): Iterable<string> {
+    while (this.times.length > 0 && this.times[0]! <= watermark) {
+      const time = this.times.shift()!;
+      const keys = this.byTime.get(time)!;
+      this.byTime.delete(time);
+      this.count -= keys.length;
+      yield* keys;
+    }
+  }
+
+  get size(): number {
+    return this.count;
+  }
+}
+
 function sortedIndex(sorted: number[], value: number): number {
   let lo = 0;
   let hi = sorted.length;

@@ -1,7 +1,7 @@
 import type { ActorSystem } from "../runtime/actor-system.js";
 import { Turns } from "../runtime/turns.js";
 import { actorKey, parseActorKey, saltOfKey, seriesShardKey, shardOfKey } from "./actor-keys.js";
-import { EventTimeTimers } from "./event-time-timers.js";
+import { EventTimeList, EventTimeTimers } from "./event-time-timers.js";
 import { parentWindow, rollupLevel, type RollupRule } from "./rollups.js";
 import type { WindowPartial } from "./router.js";
 import { otherDims, SeriesAdmission, type AdmissionWindow } from "./series-limit.js";
@@ -86,6 +86,8 @@ export class WindowShard {
   private readonly applied = new Map<string, number>();
   /** Fire timers by rollup level (0: the rules' own windows, 1: first rollups…): fired level by level. */
   private readonly fires: EventTimeTimers[] = [];
+  /** The fire timers of rows (`opensRow`), registered once each: fired with level 0, after its actors'. */
+  private readonly rowFires = new EventTimeList();
   private readonly purges = new EventTimeTimers();
   /**
    * Series whose windows may still be open at their purge: a hot series' windows wait for their
@@ -208,7 +210,7 @@ export class WindowShard {
     const rule = this.timing(partial.metric);
     const closesAt = partial.end + rule.latenessMs;
     if (this.current > closesAt || this.purges.has(this.purgeAt(partial.end, rule), partial.key)) return false;
-    if (closesAt > this.current) (this.fires[0] ??= new EventTimeTimers()).add(closesAt, partial.key);
+    if (closesAt > this.current) this.rowFires.add(closesAt, partial.key);
     const { metric, window, start, dimsId } = parseActorKey(partial.key);
     this.rollupTimers(rule, metric, window, start, dimsId, this.current);
     return true;
@@ -382,8 +384,9 @@ export class WindowShard {
   private async fire(next: number): Promise<void> {
     const slice = this.options.fireSlice ?? defaultFireSlice;
     const pause = this.options.pause ?? nextTurn;
-    for (let level = 0; level < this.fires.length; level++) {
+    for (let level = 0; level < Math.max(1, this.fires.length); level++) {
       const due = [...(this.fires[level]?.due(next) ?? [])];
+      if (level === 0) for (const key of this.rowFires.due(next)) due.push(key);
       if (due.length === 0) continue;
       if (level > 0) await this.actors.idle();
       const fire: WindowMessage = { type: "fire", watermark: next };
@@ -416,7 +419,7 @@ export class WindowShard {
 
   /** Windows waiting for their final result. */
   get pendingTimers(): number {
-    return this.fires.reduce((n, timers) => n + timers.size, 0);
+    return this.fires.reduce((n, timers) => n + timers.size, this.rowFires.size);
   }
 
   /** Events folded into `__other__` per metric (README, "Cardinality"). */
