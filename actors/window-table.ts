@@ -18,6 +18,8 @@ export interface WindowTableEnv extends WindowActorEnv {
 interface Series {
   metric: string;
   window: string;
+  /** Its dims' names, in order. */
+  names: string[];
   sizeMs: number;
   /** `{"name":` of its one dimension (see `dimsJson`), and the name; undefined: its rows keep their dims. */
   dimsPrefix?: string;
@@ -39,6 +41,13 @@ function dimsIdAt(key: string): number {
 /** A row's dims as JSON, from its key's dims id (`["value"]`) and its series' one dimension name. */
 function dimsJson(series: Series, key: string): string {
   return `${series.dimsPrefix}${key.slice(dimsIdAt(key) + 1, -1)}}`;
+}
+
+/** Whether `dims` has exactly these names, in this order. */
+function namesAre(dims: Record<string, string>, names: readonly string[]): boolean {
+  let i = 0;
+  for (const name in dims) if (names[i++] !== name) return false;
+  return i === names.length;
 }
 
 /** Numbers per row, side by side in one Float64Array. */
@@ -251,6 +260,16 @@ export class WindowTable {
 
   /** A row's metric, window and dims names (one rule's rows share one: few per shard). */
   private seriesId(metric: string, window: string, dims: Record<string, string>): number {
+    // Rows opened one after another are mostly of one series: known without a string made.
+    const last = this.series[this.lastSeries];
+    if (last !== undefined && last.metric === metric && last.window === window && namesAre(dims, last.names)) return this.lastSeries;
+    this.lastSeries = this.seriesIdOf(metric, window, dims);
+    return this.lastSeries;
+  }
+
+  private lastSeries = -1;
+
+  private seriesIdOf(metric: string, window: string, dims: Record<string, string>): number {
     const names = Object.keys(dims);
     const name = `${metric}\t${window}\t${JSON.stringify(names)}`;
     let id = this.seriesIds.get(name);
@@ -259,6 +278,7 @@ export class WindowTable {
       this.series.push({
         metric,
         window,
+        names,
         sizeMs: windowSizeMs(window),
         // One dimension: its value's JSON is the key's dims id less its brackets. Otherwise the dims are kept per row.
         dimsPrefix: names.length === 1 ? `{${JSON.stringify(names[0])}:` : undefined,
