@@ -84,9 +84,11 @@ function sorted(results: Emitted[]): string[] {
 }
 
 /**
- * A rollup window's last result. Its hand-overs may arrive in another order (an actor that must
- * read its state first fires later than a row, which never waits), so its sums may differ in
- * the last bits and its provisional results in between: counts and revisions may not.
+ * A rollup window's last result. Its hand-overs arrive in another order with rows than with
+ * actors only (a shard fires its rows after the actors due at the same watermark, and a row
+ * fires without a message), so its sums may differ in the last bits and its provisional results
+ * in between: counts and revisions may not. (Each pipeline alone is deterministic: a replay
+ * gives the same order, see `ActorSystem`.)
  */
 function lastOfRollups(results: WindowResult[]): Map<string, WindowResult> {
   const last = new Map<string, WindowResult>();
