@@ -304,3 +304,27 @@ test("forget drops a passivated actor's state unread (a delete in the next cut, 
     assert.deepEqual([kind.live.get("f")!.total, kind.live.get("g")!.total], [1, 5]);
     await system.stop();
   }));
+
+test("an actor whose state cannot be read is reported and its messages dropped; the messages after them go on, in order, and a later send reads again", { timeout: 10_000 }, () =>
+  withStore(async (store) => {
+    let failing = true;
+    const flaky = Object.assign(Object.create(store) as RocksStateStore, {
+      get: (key: string) => (failing && key.endsWith("/bad") ? Promise.reject(new Error("disk")) : store.get(key)),
+    });
+    const errors: string[] = [];
+    const system = new ActorSystem(kind, flaky, { onError: (key, e) => errors.push(`${key}:${(e as Error).message}`) });
+    system.send("bad", { type: "add", n: 1 });
+    system.send("ok", { type: "relay", n: 2, to: ["r"] });
+    system.send("bad", { type: "relay", n: 3, to: ["r"] });
+    system.send("r", { type: "add", n: 4 });
+    await system.idle();
+    assert.deepEqual(errors, ["bad:disk"]);
+    // bad's relay is dropped; ok's was sent once ok had processed it, after r's own add.
+    assert.deepEqual(kind.live.get("r")!.seen, [4, 2]);
+    assert.equal(system.pendingCount, 0);
+    failing = false;
+    system.send("bad", { type: "add", n: 5 });
+    await system.idle();
+    assert.equal(kind.live.get("bad")!.total, 5);
+    await system.stop();
+  }));
