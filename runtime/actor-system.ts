@@ -408,7 +408,8 @@ export class ActorSystem<M> {
         if (generation !== this.generation) return;
         activation.dirty = true;
         if (activation.queued === 0) {
-          if (activation.passivateRequested) this.passivate(activation);
+          // (A snapshot that throws must not stop the inbox: reported, and the actor stays active.)
+          if (activation.passivateRequested) this.tryPassivate(activation);
           else this.wentIdle(activation);
         }
       }
@@ -419,11 +420,21 @@ export class ActorSystem<M> {
     this.delivering = false;
   }
 
+  private tryPassivate(activation: Activation<M>): void {
+    try {
+      this.passivate(activation);
+    } catch (e) {
+      this.onError(activation.key, e);
+    }
+  }
+
   private passivate(activation: Activation<M>): void {
     if (activation.queued > 0 || this.activations.get(activation.key) !== activation) return;
+    // Taken first: if it throws, the actor stays active with its state (the next cut tries again).
+    const state = activation.dirty && activation.actor ? (activation.actor.snapshot() ?? null) : undefined;
     this.activations.delete(activation.key);
     activation.clearTimers();
-    if (activation.dirty && activation.actor) this.unsaved.set(activation.key, activation.actor.snapshot() ?? null);
+    if (state !== undefined) this.unsaved.set(activation.key, state);
     if (this.activations.size === 0) this.stopSweeper();
   }
 
@@ -449,7 +460,7 @@ export class ActorSystem<M> {
     for (const activation of this.activations.values()) {
       if (this.ticks - activation.idleSince <= this.idleTicks) break;
       // One still working (or with messages waiting) is moved to the end when it finishes.
-      if (activation.queued === 0) this.passivate(activation);
+      if (activation.queued === 0) this.tryPassivate(activation);
     }
     if (this.activations.size === 0) this.stopSweeper();
   }

@@ -328,3 +328,32 @@ test("an actor whose state cannot be read is reported and its messages dropped; 
     assert.equal(kind.live.get("bad")!.total, 5);
     await system.stop();
   }));
+
+test("an actor whose snapshot throws when it passivates is reported and stays active; the inbox goes on", { timeout: 10_000 }, () =>
+  withStore(async (store) => {
+    let broken = true;
+    const fragile: ActorKind<Msg> = {
+      name: "fragile",
+      create: (key, state) => {
+        const actor = kind.create(key, state);
+        const snapshot = actor.snapshot.bind(actor);
+        actor.snapshot = () => {
+          if (broken && key === "s") throw new Error("cannot encode");
+          return snapshot();
+        };
+        return actor;
+      },
+    };
+    const errors: string[] = [];
+    const system = new ActorSystem(fragile, store, { onError: (key, e) => errors.push(`${key}:${(e as Error).message}`) });
+    system.send("s", { type: "add", n: 2 });
+    system.send("s", { type: "done" });
+    system.send("t", { type: "add", n: 3 });
+    await system.idle();
+    assert.deepEqual(errors, ["s:cannot encode"]);
+    assert.equal(system.activeCount, 2, "s is still active, with its state");
+    assert.equal(kind.live.get("t")!.total, 3);
+    broken = false;
+    await system.stop();
+    assert.equal(Buffer.from((await store.get("actor/fragile/s"))!).toString(), "2");
+  }));
