@@ -1,19 +1,42 @@
 /**
- * Keys due at event times: `due(watermark)` hands over, oldest first, every key whose time the
- * watermark reached. Registering a key twice for one time is harmless.
+ * Keys in buckets by event time, the times kept sorted: `due(watermark)` hands over, oldest
+ * first, every key whose time the watermark reached. The bucket is a set (`EventTimeTimers`) or
+ * a list (`EventTimeList`).
  */
-export class EventTimeTimers {
-  private readonly byTime = new Map<number, Set<string>>();
+abstract class TimeBuckets<Bucket extends Iterable<string>> {
+  protected readonly byTime = new Map<number, Bucket>();
   private times: number[] = [];
 
-  /** Registers `key` at `time`; false if it already was. */
-  add(time: number, key: string): boolean {
+  /** The bucket of `time`, made (and its time placed in order) if there is none yet. */
+  protected bucket(time: number, make: () => Bucket): Bucket {
     let keys = this.byTime.get(time);
     if (!keys) {
-      keys = new Set();
+      keys = make();
       this.byTime.set(time, keys);
       this.times.splice(sortedIndex(this.times, time), 0, time);
     }
+    return keys;
+  }
+
+  *due(watermark: number): Iterable<string> {
+    while (this.times.length > 0 && this.times[0]! <= watermark) {
+      const time = this.times.shift()!;
+      const keys = this.byTime.get(time)!;
+      this.byTime.delete(time);
+      this.handedOver(keys);
+      yield* keys;
+    }
+  }
+
+  /** A bucket leaves (`due`). */
+  protected handedOver(_keys: Bucket): void {}
+}
+
+/** Keys due at event times (see `TimeBuckets`). Registering a key twice for one time is harmless. */
+export class EventTimeTimers extends TimeBuckets<Set<string>> {
+  /** Registers `key` at `time`; false if it already was. */
+  add(time: number, key: string): boolean {
+    const keys = this.bucket(time, () => new Set());
     // One hash operation, not two (`has`, then `add`): a minute's close adds a million purge timers.
     const before = keys.size;
     keys.add(key);
@@ -22,15 +45,6 @@ export class EventTimeTimers {
 
   has(time: number, key: string): boolean {
     return this.byTime.get(time)?.has(key) ?? false;
-  }
-
-  *due(watermark: number): Iterable<string> {
-    while (this.times.length > 0 && this.times[0]! <= watermark) {
-      const time = this.times.shift()!;
-      const keys = this.byTime.get(time)!;
-      this.byTime.delete(time);
-      yield* keys;
-    }
   }
 
   get size(): number {
@@ -45,30 +59,16 @@ export class EventTimeTimers {
  * time, not a set. Why: a window table's rows register their close once, and a million rows
  * open a minute; a set entry cost ~40 bytes a row, a list slot 8.
  */
-export class EventTimeList {
-  private readonly byTime = new Map<number, string[]>();
-  private times: number[] = [];
+export class EventTimeList extends TimeBuckets<string[]> {
   private count = 0;
 
   add(time: number, key: string): void {
-    let keys = this.byTime.get(time);
-    if (!keys) {
-      keys = [];
-      this.byTime.set(time, keys);
-      this.times.splice(sortedIndex(this.times, time), 0, time);
-    }
-    keys.push(key);
+    this.bucket(time, () => []).push(key);
     this.count++;
   }
 
-  *due(watermark: number): Iterable<string> {
-    while (this.times.length > 0 && this.times[0]! <= watermark) {
-      const time = this.times.shift()!;
-      const keys = this.byTime.get(time)!;
-      this.byTime.delete(time);
-      this.count -= keys.length;
-      yield* keys;
-    }
+  protected override handedOver(keys: string[]): void {
+    this.count -= keys.length;
   }
 
   get size(): number {

@@ -285,8 +285,8 @@ function subscribe(node: NodeApi, ws: WebSocket, params: URLSearchParams) {
     ws.close(1008, (e as Error).message.slice(0, 120));
     return;
   }
+  // (The node hands over only results of `metric`, when given.)
   const unsubscribe = node.onResult((result) => {
-    if (metric && result.metric !== metric) return;
     if (window && result.window !== window) return;
     for (const k in where) if (result.dims[k] !== where[k]) return;
     // A client that cannot keep up is cut off rather than buffered without bound.
